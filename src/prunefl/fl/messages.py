@@ -1,0 +1,134 @@
+"""Typed messages between server and clients, and every message/metric key, defined once.
+
+Both engines (in-process simulation and Flower) exchange exactly these dataclasses; the codec turns them
+into bytes. Arrays are numpy so that nothing torch-specific crosses a process boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "TrainIns",
+    "TrainRes",
+    # metric keys (metrics.jsonl rows)
+    "K_ROUND",
+    "K_STAGE",
+    "K_SIM_CLOCK_S",
+    "K_ROUND_SIM_S",
+    "K_WALL_S",
+    "K_TRAIN_LOSS",
+    "K_TEST_ACCURACY",
+    "K_TEST_LOSS",
+    "K_DENSITY",
+    "K_LAYER_DENSITY",
+    "K_BYTES_UP",
+    "K_BYTES_DOWN",
+    "K_LR",
+    "K_CLIENTS",
+    "K_RECONFIG",
+    "K_CLIENT_SIM_S",
+    "K_COMPUTE_WALL_S",
+    # summary keys (summary.json)
+    "K_METHOD",
+    "K_ROUNDS",
+    "K_FINAL_ACCURACY",
+    "K_BEST_ACCURACY",
+    "K_FINAL_DENSITY",
+    "K_TARGETS",
+    "K_TARGET_ACCURACY",
+    "K_NUM_EXAMPLES",
+]
+
+# --- metrics.jsonl: one row per round (and per IP round, stage "ip") ---
+K_ROUND = "round"  # int, 0-based index of the round just finished
+K_STAGE = "stage"  # "fl" or "ip"
+K_SIM_CLOCK_S = "sim-clock-s"  # float, simulated seconds since the start, after this round
+K_ROUND_SIM_S = "round-sim-s"  # float, simulated duration of this round (slowest selected client)
+K_WALL_S = "wall-s"  # float, real seconds since the start of the run, after this round
+K_TRAIN_LOSS = "train-loss"  # float, sample-weighted mean local training loss of this round
+K_TEST_ACCURACY = "test-accuracy"  # float in [0, 1] or null when not evaluated this round
+K_TEST_LOSS = "test-loss"  # float or null
+K_DENSITY = "density"  # float in [0, 1], kept prunable weights / all prunable weights (mask in force after the round)
+K_LAYER_DENSITY = "layer-density"  # {param name: float}
+K_BYTES_UP = "bytes-up"  # int, bytes sent by all selected clients this round
+K_BYTES_DOWN = "bytes-down"  # int, bytes sent to all selected clients this round
+K_LR = "lr"  # float, learning rate used this round
+K_CLIENTS = "clients"  # list[int], selected client ids
+K_CLIENT_SIM_S = "client-sim-s"  # list[float], simulated duration per selected client (same order as clients)
+K_COMPUTE_WALL_S = "compute-wall-s"  # list[float], measured wall seconds of each client's local steps
+K_RECONFIG = "reconfig"  # null, or a dict describing the reconfiguration done this round
+
+# --- summary.json ---
+K_METHOD = "method"
+K_ROUNDS = "rounds"
+K_FINAL_ACCURACY = "final-accuracy"
+K_BEST_ACCURACY = "best-accuracy"
+K_FINAL_DENSITY = "final-density"
+K_TARGETS = "targets"  # list of {target-accuracy, round, sim-clock-s, wall-s} (null where not reached)
+K_TARGET_ACCURACY = "target-accuracy"
+
+# --- message keys ---
+K_NUM_EXAMPLES = "num-examples"
+
+
+@dataclass
+class TrainIns:
+    """Server → client: the global state and what to do this round.
+
+    Parameters
+    ----------
+    round : int
+        FL round index (0-based).
+    state : dict[str, numpy.ndarray]
+        Full model state (parameters and buffers) keyed by ``state_dict()`` names. Pruned coordinates may hold
+        stale server values; the client zeroes them (spec §3.8).
+    masks : dict[str, numpy.ndarray]
+        Boolean mask per prunable weight, keyed by parameter name.
+    lr : float
+        Learning rate for this round's local steps.
+    local_steps : int
+        Number of local SGD steps K.
+    batch_size : int
+        Minibatch size B.
+    collect_importance : bool
+        Whether the client must return its accumulated importance this round (reconfiguration round).
+    """
+
+    round: int
+    state: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    lr: float
+    local_steps: int
+    batch_size: int
+    collect_importance: bool = False
+
+
+@dataclass
+class TrainRes:
+    """Client → server: the locally trained state and what it cost.
+
+    Parameters
+    ----------
+    client_id : int
+        Which client trained.
+    num_examples : int
+        Samples processed this round (K·B); the aggregation weight.
+    state : dict[str, numpy.ndarray]
+        Trained state keyed like ``TrainIns.state``; pruned coordinates are exactly zero.
+    train_loss : float
+        Mean training loss over the local steps.
+    compute_wall_s : float
+        Measured wall seconds of the local steps on this machine.
+    importance : dict[str, numpy.ndarray] or None
+        Accumulated importance per parameter (float32, same shapes), only in reconfiguration rounds.
+    """
+
+    client_id: int
+    num_examples: int
+    state: dict[str, np.ndarray]
+    train_loss: float
+    compute_wall_s: float
+    importance: dict[str, np.ndarray] | None = field(default=None)
