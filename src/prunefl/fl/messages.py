@@ -93,8 +93,13 @@ class TrainIns:
         Number of local SGD steps K.
     batch_size : int
         Minibatch size B.
-    collect_importance : bool
-        Whether the client must return its accumulated importance this round (reconfiguration round).
+    importance_mode : {"off", "round_sum", "legacy_last_step"}
+        How the client accumulates importance this round (spec §3.2): ``round_sum`` adds N_c·(Σ_k g_k)² for every
+        parameter, pruned weights included; ``legacy_last_step`` reproduces the official code's aliasing,
+        4·N_c·g_K² (spec D4); ``off`` accumulates nothing (FedAvg).
+    upload_importance : bool
+        Whether the client returns (and then resets) its accumulated importance this round (reconfiguration
+        round).
     """
 
     round: int
@@ -103,7 +108,8 @@ class TrainIns:
     lr: float
     local_steps: int
     batch_size: int
-    collect_importance: bool = False
+    importance_mode: str = "off"
+    upload_importance: bool = False
 
 
 @dataclass

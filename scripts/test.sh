@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# README command 2: set up, then run the whole test suite (slow end-to-end tests included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
+exec .venv/bin/python -m pytest -q "$@"

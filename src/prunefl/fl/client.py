@@ -1,0 +1,112 @@
+"""One client's round: load the global state, K masked SGD steps, accumulate importance, reply (spec §3.1-3.2)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunefl.data.dataset import ArrayDataset
+from prunefl.fl.batches import BatchStream
+from prunefl.fl.messages import TrainIns, TrainRes
+from prunefl.sparse.masks import apply_masks_, mask_gradients_
+
+__all__ = ["ClientState", "client_step", "model_state", "load_model_state_"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ClientState:
+    """What a client keeps between rounds: its data stream and importance accumulated since the last upload."""
+
+    client_id: int
+    batches: BatchStream
+    augment_generator: torch.Generator
+    importance: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def client_step(
+    model: nn.Module, ins: TrainIns, client: ClientState, dataset: ArrayDataset, loss_fn: LossFn
+) -> TrainRes:
+    """Train ``model`` locally for one round and return the reply.
+
+    Modifies ``model`` in place (it is a workspace: its state is overwritten with ``ins.state``) and
+    ``client.importance`` (accumulated, and reset after an upload).
+
+    Each step computes the dense gradient at the masked weights, so pruned coordinates get a gradient too
+    (PruneFL needs it for importance); only the update is masked, then pruned coordinates are re-zeroed.
+    Importance is the square of the round's gradient sum (``round_sum``), or the official code's aliasing
+    artefact 4·N_c·g_K² (``legacy_last_step``), for every parameter (spec §3.2, D4).
+    """
+    load_model_state_(model, ins.state, ins.masks)
+    apply_masks_(model)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD([p for _, p in params], lr=ins.lr)
+    tracking = ins.importance_mode != "off"
+    grad_sum = [torch.zeros_like(p) for _, p in params] if tracking else []
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(ins.local_steps):
+        idx = torch.from_numpy(client.batches.next(ins.batch_size))
+        x = dataset.prepare(dataset.x_train[idx], train=True, generator=client.augment_generator)
+        y = dataset.y_train[idx]
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        if tracking:
+            grads = [p.grad for _, p in params]
+            if ins.importance_mode == "legacy_last_step":
+                # the official sum aliases .grad: zeroing clears it and backward refills it, so it ends as 2·g_K
+                torch._foreach_mul_(grad_sum, 0.0)
+                torch._foreach_add_(grad_sum, grads, alpha=2.0)
+            else:
+                torch._foreach_add_(grad_sum, grads)  # explicit buffers: no aliasing of .grad
+        mask_gradients_(model)
+        optimizer.step()
+        apply_masks_(model)
+        loss_sum += loss.detach()
+    compute_wall_s = time.perf_counter() - start
+    num_examples = ins.local_steps * ins.batch_size
+    if tracking:
+        _accumulate_importance(client, params, grad_sum, num_examples)
+    importance = None
+    if ins.upload_importance:
+        importance = {n: t.numpy() for n, t in client.importance.items()}
+        client.importance = {}
+    return TrainRes(
+        client_id=client.client_id,
+        num_examples=num_examples,
+        state=model_state(model, ins.masks),
+        train_loss=float(loss_sum) / ins.local_steps,
+        compute_wall_s=compute_wall_s,
+        importance=importance,
+    )
+
+
+def model_state(model: nn.Module, masks: dict[str, np.ndarray] | dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Copy the model's state (parameters and buffers, mask buffers excluded) into numpy arrays."""
+    skip = {f"{name}_mask" for name in masks}
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items() if k not in skip}
+
+
+def load_model_state_(model: nn.Module, state: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> None:
+    """Load ``state`` and ``masks`` into ``model`` in place (parameter identities survive)."""
+    full = {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}
+    full.update({f"{name}_mask": torch.from_numpy(np.asarray(m, dtype=np.bool_)) for name, m in masks.items()})
+    model.load_state_dict(full, strict=True)
+
+
+def _accumulate_importance(
+    client: ClientState, params: list[tuple[str, nn.Parameter]], grad_sum: list[torch.Tensor], num_examples: int
+) -> None:
+    torch._foreach_mul_(grad_sum, grad_sum)  # (Σ_k g)² element-wise
+    if not client.importance:
+        client.importance = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
+    acc = [client.importance[n] for n, _ in params]
+    torch._foreach_add_(acc, grad_sum, alpha=float(num_examples))  # += N_c·(Σ_k g)²

@@ -1,0 +1,521 @@
+"""Markdown reports of one run or of several runs compared, with a plain-text summary table for the CLI.
+
+Numbers come from ``summary.json`` (time to target, totals) and ``metrics.jsonl`` (reconfigurations); nothing is
+recomputed from the curves, so a report always agrees with the run's own summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from prunefl.fl.messages import (
+    K_BEST_ACCURACY,
+    K_BYTES_DOWN,
+    K_BYTES_UP,
+    K_DENSITY,
+    K_FINAL_ACCURACY,
+    K_FINAL_DENSITY,
+    K_METHOD,
+    K_RECONFIG,
+    K_ROUND,
+    K_ROUNDS,
+    K_SIM_CLOCK_S,
+    K_STAGE,
+    K_TARGET_ACCURACY,
+    K_TARGETS,
+    K_WALL_S,
+)
+from prunefl.report.plots import PLOTS_DIR, PlotStyle, byte_unit, plot_comparison, plot_run, run_labels
+from prunefl.report.results_io import (
+    K_ADDED,
+    K_DENSITY_AFTER,
+    K_DENSITY_BEFORE,
+    K_IP,
+    K_MAX_DECREASE,
+    K_OBJECTIVE_AFTER,
+    K_OBJECTIVE_BEFORE,
+    K_REMOVED,
+    STAGE_FL,
+    RunLike,
+    RunResults,
+    load_run,
+)
+
+__all__ = ["REPORT_FILE", "write_report", "write_comparison_report", "format_summary_table"]
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "report.md"
+BASELINE_METHODS = ("fedavg", "conventional")  # speed-ups are measured against the first run of one of these
+
+# Methods not in the official code; spec §8 asks every report to label them as extensions.
+_EXTENSIONS = {"synflow": "SynFlow", "feddst": "FedDST"}
+# Settings that identify a run (field paths of experiments/config.py), shown first; the rest is folded away.
+_KEY_CONFIG = (
+    "name", "seed", "data.dataset", "data.partition", "data.num_clients", "model.name", "fl.rounds",
+    "fl.clients_per_round", "fl.local_steps", "fl.batch_size", "fl.lr", "fl.target_accuracies", "timing.preset",
+    "pruning.method",
+)  # fmt: skip
+_PLOT_CAPTIONS = {
+    "accuracy_vs_time.png": "Test accuracy vs simulated time",
+    "accuracy_vs_round.png": "Test accuracy vs round",
+    "density_vs_time.png": "Density vs simulated time",
+    "bytes_vs_round.png": "Cumulative bytes vs round",
+}
+_MISSING = "—"
+_NOT_REACHED = "n.r."
+
+
+def write_report(run: RunLike, *, make_plots: bool = True, style: PlotStyle | None = None) -> Path:
+    """Write ``report.md`` into a run folder.
+
+    Writes ``<run_dir>/report.md`` (overwriting it) and, with ``make_plots``, the plots of
+    :func:`~prunefl.report.plots.plot_run` into ``<run_dir>/plots``. The report has the method and key
+    configuration lines, a summary table (final and best accuracy, final density, simulated and wall time,
+    bytes), the time to each target accuracy, the initial-pruning summary and the reconfiguration table when
+    the run has them, and the plots found in ``<run_dir>/plots``, linked by relative path.
+
+    Parameters
+    ----------
+    run : RunResults or path-like
+        The results folder, or a run already loaded.
+    make_plots : bool
+        Draw the plots first (default: True). Without it, plots already in ``<run_dir>/plots`` are embedded.
+    style : PlotStyle
+        Figure size and resolution (default: ``PlotStyle()``, 6.4×4.8 in at 300 dpi).
+
+    Returns
+    -------
+    pathlib.Path
+        The report file.
+
+    Raises
+    ------
+    DataError
+        If the run folder cannot be read.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = (Path(d) / "metrics.jsonl").write_text('{"round": 0, "sim-clock-s": 5.0, "density": 1.0}\\n')
+    ...     _ = (Path(d) / "summary.json").write_text(json.dumps({"method": "fedavg", "final-accuracy": 0.5}))
+    ...     text = write_report(d, make_plots=False).read_text()
+    >>> "| final accuracy | 0.5000 |" in text
+    True
+    """
+    loaded = load_run(run)
+    if make_plots:
+        plot_run(loaded, loaded.run_dir / PLOTS_DIR, style=style)
+    path = loaded.run_dir / REPORT_FILE
+    path.write_text("\n".join(_run_report_lines(loaded)) + "\n", encoding="utf-8")
+    logger.debug("wrote %s", path)
+    return path
+
+
+def write_comparison_report(
+    runs: Sequence[RunLike],
+    out_dir: str | os.PathLike[str],
+    labels: Sequence[str] | None = None,
+    *,
+    make_plots: bool = True,
+    style: PlotStyle | None = None,
+) -> Path:
+    """Write ``report.md`` comparing several runs.
+
+    Writes ``<out_dir>/report.md`` (overwriting it) and, with ``make_plots``, the overlays of
+    :func:`~prunefl.report.plots.plot_comparison` into ``<out_dir>/plots``. For every target accuracy in any
+    summary, a table gives each run's round and simulated time to reach it and its speed-up over the first
+    FedAvg/conventional run (baseline simulated time / run simulated time). Where the baseline never reached
+    the target, the speed-up is a lower bound, ``> x``, from the baseline's whole simulated time. A second
+    table gives final accuracy, density, times and bytes.
+
+    Parameters
+    ----------
+    runs : sequence of RunResults or path-like
+        Results folders (or loaded runs), at least one.
+    out_dir : path-like
+        Where the report (and its ``plots`` folder) go; created if needed.
+    labels : sequence of str or None
+        Name of each run in tables and legends (default: :func:`~prunefl.report.plots.run_labels`).
+    make_plots : bool
+        Draw the overlays first (default: True).
+    style : PlotStyle
+        Figure size and resolution (default: ``PlotStyle()``, 6.4×4.8 in at 300 dpi).
+
+    Returns
+    -------
+    pathlib.Path
+        The report file.
+
+    Raises
+    ------
+    ValueError
+        If ``runs`` is empty or ``labels`` has a different length.
+    DataError
+        If a run folder cannot be read.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     for method, t_s in (("fedavg", 100.0), ("prunefl", 50.0)):
+    ...         run = Path(d) / method
+    ...         run.mkdir()
+    ...         _ = (run / "metrics.jsonl").write_text('{"round": 0, "sim-clock-s": 5.0, "density": 1.0}\\n')
+    ...         target = {"target-accuracy": 0.8, "round": 9, "sim-clock-s": t_s, "wall-s": 1.0}
+    ...         _ = (run / "summary.json").write_text(json.dumps({"method": method, "targets": [target]}))
+    ...     text = write_comparison_report([Path(d) / "fedavg", Path(d) / "prunefl"], d, make_plots=False).read_text()
+    >>> "| prunefl | prunefl | 9 | 50.0 s | 1.0 s | 2.00× |" in text
+    True
+    """
+    if not runs:
+        raise ValueError("write_comparison_report needs at least one run, got none")
+    loaded = [load_run(run) for run in runs]
+    labels = run_labels(loaded, labels)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if make_plots:
+        plot_comparison(loaded, out / PLOTS_DIR, labels, style=style)
+    path = out / REPORT_FILE
+    path.write_text("\n".join(_comparison_report_lines(loaded, labels, out)) + "\n", encoding="utf-8")
+    logger.debug("wrote %s", path)
+    return path
+
+
+def format_summary_table(summaries: Sequence[dict[str, Any]], labels: Sequence[str] | None = None) -> str:
+    """Format run summaries as a plain-text table with aligned columns, one line per run.
+
+    Parameters
+    ----------
+    summaries : sequence of dict
+        ``summary.json`` contents (see :func:`~prunefl.report.results_io.read_summary`).
+    labels : sequence of str or None
+        First-column name of each run (default: its method).
+
+    Returns
+    -------
+    str
+        Header, rule and one line per run, without a trailing newline. Missing values show as ``—``.
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` has a different length than ``summaries``.
+
+    Examples
+    --------
+    >>> print(format_summary_table([
+    ...     {"method": "fedavg", "rounds": 30, "final-accuracy": 0.8512, "final-density": 1.0, "sim-clock-s": 1512.0},
+    ...     {"method": "prunefl", "rounds": 30, "final-accuracy": 0.8601, "final-density": 0.25},
+    ... ]))
+    run      rounds  final acc  best acc  density   sim time  wall time  bytes up  bytes down
+    -------  ------  ---------  --------  -------  ---------  ---------  --------  ----------
+    fedavg       30     0.8512         —  100.00%  1,512.0 s          —         —           —
+    prunefl      30     0.8601         —   25.00%          —          —         —           —
+    """
+    if labels is None:
+        labels = [str(summary.get(K_METHOD, _MISSING)) for summary in summaries]
+    elif len(labels) != len(summaries):
+        raise ValueError(f"expected one label per summary ({len(summaries)}), got {len(labels)}: {list(labels)}")
+    header = ["run", "rounds", "final acc", "best acc", "density", "sim time", "wall time", "bytes up", "bytes down"]
+    body = [
+        [
+            label,
+            _fmt_int(summary.get(K_ROUNDS)),
+            _fmt_accuracy(summary.get(K_FINAL_ACCURACY)),
+            _fmt_accuracy(summary.get(K_BEST_ACCURACY)),
+            _fmt_density(summary.get(K_FINAL_DENSITY)),
+            _fmt_seconds(summary.get(K_SIM_CLOCK_S)),
+            _fmt_seconds(summary.get(K_WALL_S)),
+            _fmt_bytes(summary.get(K_BYTES_UP)),
+            _fmt_bytes(summary.get(K_BYTES_DOWN)),
+        ]
+        for label, summary in zip(labels, summaries, strict=True)
+    ]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    # First column (names) left-aligned, numbers right-aligned.
+    lines = [
+        "  ".join([row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))])
+        for row in [header, ["-" * w for w in widths], *body]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _run_report_lines(run: RunResults) -> Iterator[str]:
+    summary = run.summary
+    yield f"# Run report: {run.run_dir.name}"
+    yield ""
+    yield f"- **Method:** {run.method}{_extension_note(run.method)}"
+    yield f"- **Rounds:** {_fmt_int(summary.get(K_ROUNDS))}"
+    yield f"- **Results folder:** `{run.run_dir}`"
+    yield ""
+    if run.config:
+        yield from _config_lines(run.config)
+    yield "## Summary"
+    yield ""
+    yield from _table(
+        ["quantity", "value"],
+        [
+            ["final accuracy", _fmt_accuracy(summary.get(K_FINAL_ACCURACY))],
+            ["best accuracy", _fmt_accuracy(summary.get(K_BEST_ACCURACY))],
+            ["final density", _fmt_density(summary.get(K_FINAL_DENSITY))],
+            ["simulated time", _fmt_seconds(summary.get(K_SIM_CLOCK_S))],
+            ["wall time", _fmt_seconds(summary.get(K_WALL_S))],
+            ["bytes up", _fmt_bytes(summary.get(K_BYTES_UP))],
+            ["bytes down", _fmt_bytes(summary.get(K_BYTES_DOWN))],
+            ["total bytes", _fmt_bytes(_sum_or_none(summary.get(K_BYTES_UP), summary.get(K_BYTES_DOWN)))],
+        ],
+    )
+    targets = summary.get(K_TARGETS) or []
+    if targets:
+        yield "## Time to target accuracy"
+        yield ""
+        yield f"First round whose evaluation reaches the target; {_NOT_REACHED} = not reached."
+        yield ""
+        yield from _table(
+            ["target accuracy", "round", "simulated time", "wall time"],
+            [
+                [
+                    f"{float(target[K_TARGET_ACCURACY]):g}",
+                    _fmt_int(target.get(K_ROUND), missing=_NOT_REACHED),
+                    _fmt_seconds(target.get(K_SIM_CLOCK_S), missing=_NOT_REACHED),
+                    _fmt_seconds(target.get(K_WALL_S), missing=_NOT_REACHED),
+                ]
+                for target in targets
+            ],
+        )
+    ip = summary.get(K_IP)
+    if ip:
+        yield "## Initial pruning"
+        yield ""
+        yield from _table(
+            ["IP rounds", "density after IP", "simulated time"],
+            [
+                [
+                    _fmt_int(ip.get(K_ROUNDS)),
+                    _fmt_density(ip.get(K_FINAL_DENSITY)),
+                    _fmt_seconds(ip.get(K_SIM_CLOCK_S)),
+                ]
+            ],
+        )
+    reconfig_rows = [row for row in run.rows if row.get(K_RECONFIG)]
+    if reconfig_rows:
+        yield "## Reconfigurations"
+        yield ""
+        yield (
+            "Weights removed and added, summed over layers; δ is the largest fraction of a layer's in-use weights "
+            "one reconfiguration may remove (spec §2, §3.3)."
+        )
+        yield ""
+        yield from _table(
+            ["round", "stage", "removed", "added", "density", "objective before", "objective after", "δ"],
+            [_reconfig_cells(row) for row in reconfig_rows],
+        )
+    yield from _plot_lines(run.run_dir / PLOTS_DIR, run.run_dir)
+
+
+def _comparison_report_lines(runs: list[RunResults], labels: list[str], out_dir: Path) -> Iterator[str]:
+    yield f"# Comparison of {len(runs)} runs"
+    yield ""
+    yield from _table(
+        ["run", "method", "results folder"],
+        [
+            [label, run.method + _extension_note(run.method), f"`{run.run_dir}`"]
+            for label, run in zip(labels, runs, strict=True)
+        ],
+    )
+    baseline = next((i for i, run in enumerate(runs) if run.method.lower() in BASELINE_METHODS), None)
+    targets = sorted({float(t[K_TARGET_ACCURACY]) for run in runs for t in run.summary.get(K_TARGETS) or []})
+    if targets:
+        yield "## Time to target accuracy"
+        yield ""
+        if baseline is None:
+            yield f"No FedAvg/conventional run among these, so no speed-up; {_NOT_REACHED} = not reached."
+        else:
+            yield (
+                f"Speed-up = simulated time of {labels[baseline]} / simulated time of the run; `> x` where "
+                f"{labels[baseline]} never reached the target (a lower bound from its whole simulated time); "
+                f"{_NOT_REACHED} = not reached."
+            )
+        yield ""
+        header = ["run", "method", "round", "simulated time", "wall time"]
+        if baseline is not None:
+            header.append(f"speed-up vs {labels[baseline]}")
+        for target in targets:
+            yield f"### Target accuracy {target:g}"
+            yield ""
+            reached = [_target_entry(run.summary, target) for run in runs]
+            rows = []
+            for label, run, entry in zip(labels, runs, reached, strict=True):
+                cells = [
+                    label,
+                    run.method,
+                    _fmt_int(entry.get(K_ROUND), missing=_NOT_REACHED),
+                    _fmt_seconds(entry.get(K_SIM_CLOCK_S), missing=_NOT_REACHED),
+                    _fmt_seconds(entry.get(K_WALL_S), missing=_NOT_REACHED),
+                ]
+                if baseline is not None:
+                    cells.append(_speed_up(reached[baseline], runs[baseline].summary, entry))
+                rows.append(cells)
+            yield from _table(header, rows)
+    yield "## Final results"
+    yield ""
+    yield from _table(
+        ["run", "rounds", "final accuracy", "best accuracy", "final density", "simulated time", "wall time",
+         "bytes up", "bytes down"],
+        [
+            [
+                label,
+                _fmt_int(run.summary.get(K_ROUNDS)),
+                _fmt_accuracy(run.summary.get(K_FINAL_ACCURACY)),
+                _fmt_accuracy(run.summary.get(K_BEST_ACCURACY)),
+                _fmt_density(run.summary.get(K_FINAL_DENSITY)),
+                _fmt_seconds(run.summary.get(K_SIM_CLOCK_S)),
+                _fmt_seconds(run.summary.get(K_WALL_S)),
+                _fmt_bytes(run.summary.get(K_BYTES_UP)),
+                _fmt_bytes(run.summary.get(K_BYTES_DOWN)),
+            ]
+            for label, run in zip(labels, runs, strict=True)
+        ],
+    )  # fmt: skip
+    yield from _plot_lines(out_dir / PLOTS_DIR, out_dir)
+
+
+def _config_lines(config: dict[str, Any]) -> Iterator[str]:
+    leaves = dict(_flatten(config))
+    yield "## Configuration"
+    yield ""
+    key_rows = [[f"`{key}`", f"`{_toml_value(leaves[key])}`"] for key in _KEY_CONFIG if key in leaves]
+    if key_rows:
+        yield from _table(["key", "value"], key_rows)
+    yield "<details><summary>Full resolved configuration</summary>"
+    yield ""
+    yield "```toml"
+    yield from (f"{key} = {_toml_value(value)}" for key, value in leaves.items())
+    yield "```"
+    yield ""
+    yield "</details>"
+    yield ""
+
+
+def _plot_lines(plots_dir: Path, report_dir: Path) -> Iterator[str]:
+    present = [(file, caption) for file, caption in _PLOT_CAPTIONS.items() if (plots_dir / file).is_file()]
+    if not present:
+        return
+    yield "## Plots"
+    yield ""
+    for file, caption in present:
+        relative = Path(os.path.relpath(plots_dir / file, report_dir)).as_posix()
+        yield f"![{caption}]({relative})"
+        yield ""
+
+
+def _reconfig_cells(row: dict[str, Any]) -> list[str]:
+    reconfig = row[K_RECONFIG]
+    if K_DENSITY_BEFORE in reconfig and K_DENSITY_AFTER in reconfig:
+        density = f"{_fmt_density(reconfig[K_DENSITY_BEFORE])} → {_fmt_density(reconfig[K_DENSITY_AFTER])}"
+    else:
+        density = _fmt_density(row.get(K_DENSITY))
+    return [
+        str(row[K_ROUND]),
+        str(row.get(K_STAGE, STAGE_FL)),
+        _fmt_count(reconfig.get(K_REMOVED)),
+        _fmt_count(reconfig.get(K_ADDED)),
+        density,
+        _fmt_float(reconfig.get(K_OBJECTIVE_BEFORE)),
+        _fmt_float(reconfig.get(K_OBJECTIVE_AFTER)),
+        _fmt_float(reconfig.get(K_MAX_DECREASE)),
+    ]
+
+
+def _target_entry(summary: dict[str, Any], target: float) -> dict[str, Any]:
+    # Targets come from config floats written to JSON and read back, so equality is exact.
+    return next((t for t in summary.get(K_TARGETS) or [] if float(t[K_TARGET_ACCURACY]) == target), {})
+
+
+def _speed_up(baseline_entry: dict[str, Any], baseline_summary: dict[str, Any], entry: dict[str, Any]) -> str:
+    time_s = entry.get(K_SIM_CLOCK_S)
+    if time_s is None:
+        return _NOT_REACHED
+    if time_s <= 0:
+        return _MISSING  # reached before any simulated time passed: no finite ratio
+    baseline_s = baseline_entry.get(K_SIM_CLOCK_S)
+    if baseline_s is not None:
+        return f"{baseline_s / time_s:.2f}×"
+    # The baseline ran its whole window without reaching the target, so it would have needed more than that.
+    window_s = baseline_summary.get(K_SIM_CLOCK_S)
+    return f"> {window_s / time_s:.2f}×" if window_s is not None else _MISSING
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Iterator[str]:
+    yield "| " + " | ".join(header) + " |"
+    yield "|" + "|".join("---" for _ in header) + "|"
+    for row in rows:
+        yield "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+    yield ""
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in config.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _toml_value(value: Any) -> str:
+    # JSON spells strings, booleans, numbers and arrays as TOML does; dates and times fall back to str().
+    return json.dumps(value, default=str)
+
+
+def _extension_note(method: str) -> str:
+    name = _EXTENSIONS.get(method.lower())
+    return f" (extension, not in the official PruneFL code: {name})" if name else ""
+
+
+def _sum_or_none(*values: int | None) -> int | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+def _fmt_accuracy(value: float | None) -> str:
+    return _MISSING if value is None else f"{value:.4f}"
+
+
+def _fmt_density(value: float | None) -> str:
+    return _MISSING if value is None else f"{value:.2%}"
+
+
+def _fmt_float(value: float | None) -> str:
+    return _MISSING if value is None else f"{value:.4g}"
+
+
+def _fmt_int(value: int | None, missing: str = _MISSING) -> str:
+    return missing if value is None else str(value)
+
+
+def _fmt_count(value: int | dict[str, int] | None) -> str:
+    if value is None:
+        return _MISSING
+    return str(sum(value.values()) if isinstance(value, dict) else value)
+
+
+def _fmt_seconds(value: float | None, missing: str = _MISSING) -> str:
+    if value is None:
+        return missing
+    hours = f" ({value / 3600:.2f} h)" if value >= 3600 else ""
+    return f"{value:,.1f} s{hours}"
+
+
+def _fmt_bytes(value: int | None) -> str:
+    if value is None:
+        return _MISSING
+    unit, size = byte_unit(value)
+    return f"{value} B" if unit == "B" else f"{value / size:.2f} {unit}"
