@@ -6,7 +6,6 @@ Only this module prints, sets up logging handlers and owns the progress bar.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -52,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
 
+    cmp = sub.add_parser("compare", help="run several methods with the same settings side by side, and compare them")
+    cmp.add_argument("--config", required=True, help="TOML config file")
+    cmp.add_argument("--methods", default="prunefl,fedavg",
+                     help="comma-separated methods to run (default: prunefl,fedavg)")
+    cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    cmp.add_argument("--out", default=None, help="folder for all runs and the comparison (must not exist or be empty)")
+    cmp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cmp.set_defaults(func=_cmd_compare)
+
     rep = sub.add_parser("report", help="(re)draw plots and report.md for run folders; several runs are compared")
     rep.add_argument("run_dirs", nargs="+", help="run folders")
     rep.add_argument("--out", default=None, help="folder for the comparison (default: the first run's parent/compare)")
@@ -78,6 +86,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from prunefl.errors import ConfigError
+    from prunefl.experiments.config import METHODS, load_config
+    from prunefl.experiments.results import new_run_dir
+    from prunefl.experiments.runner import load_run_dataset, run_experiment
+    from prunefl.report import format_summary_table, plot_comparison, write_comparison_report
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if not methods or bad:
+        raise ConfigError(f"--methods must list methods from {', '.join(METHODS)}, got {args.methods!r}")
+    base = load_config(args.config, args.set)
+    configs = [
+        dataclasses.replace(base, name=f"{base.name}-{m}", pruning=dataclasses.replace(base.pruning, method=m))
+        for m in methods
+    ]
+    out = new_run_dir(args.out, f"{base.name}-compare")
+    dataset = load_run_dataset(base)
+    results = []
+    for cfg in configs:
+        bar = None if args.no_progress else _progress_bar(cfg.fl.rounds, cfg.pruning.method)
+        try:
+            results.append(run_experiment(cfg, out / cfg.pruning.method, on_row=bar.update_row if bar else None,
+                                          dataset=dataset))
+        finally:
+            if bar is not None:
+                bar.close()
+    dirs = [r.run_dir for r in results]
+    plot_comparison(dirs, out)
+    report = write_comparison_report(dirs, out)
+    print(format_summary_table([r.summary for r in results]))
+    print(f"comparison: {report}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from prunefl.errors import ConfigError
     from prunefl.report import plot_comparison, plot_run, write_comparison_report, write_report
@@ -98,11 +143,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 class _RoundBar:
-    """tqdm bar that shows round, accuracy, density and simulated time."""
+    """tqdm bar that shows round, accuracy, density and simulated time (and initial-pruning rounds)."""
 
     def __init__(self, total: int, name: str) -> None:
         from tqdm import tqdm
 
+        self._name = name
         self._bar = tqdm(total=total, desc=name, unit="round", dynamic_ncols=True, file=sys.stderr)
         self._acc: float | None = None
 
@@ -111,8 +157,12 @@ class _RoundBar:
 
         if row.get(K.K_TEST_ACCURACY) is not None:
             self._acc = row[K.K_TEST_ACCURACY]
-        if row.get(K.K_STAGE, "fl") != "fl":
+        if row.get(K.K_STAGE, "fl") == "ip":
+            self._bar.set_description(f"{self._name} initial pruning, IP round {row[K.K_ROUND]}", refresh=False)
+            self._bar.set_postfix(density=f"{row[K.K_DENSITY]:.3f}", sim=_fmt_seconds(row[K.K_SIM_CLOCK_S]))
             return
+        if row.get(K.K_ROUND) == 0:
+            self._bar.set_description(self._name, refresh=False)
         self._bar.set_postfix(
             acc="-" if self._acc is None else f"{self._acc:.3f}",
             density=f"{row[K.K_DENSITY]:.3f}",
@@ -142,10 +192,6 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
 
     print(format_summary_table([summary]))
     print(f"results: {run_dir}")
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, indent=2)
 
 
 if __name__ == "__main__":  # pragma: no cover

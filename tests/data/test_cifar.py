@@ -105,8 +105,10 @@ class _Exploit:
     ("make_payload", "global_name"),
     [
         (lambda marker: _Exploit(os.system, f"touch {marker}"), "system"),  # shell command
-        (lambda marker: _Exploit(eval, f"open({str(marker)!r}, 'w')"), ".eval"),  # arbitrary Python (protocol 2 says __builtin__.eval)
-        (lambda marker: {b"data": _Exploit(Path.touch, marker), b"labels": []}, "getattr"),  # nested; a method pickles via getattr
+        # arbitrary Python; protocol 2 spells it __builtin__.eval
+        (lambda marker: _Exploit(eval, f"open({str(marker)!r}, 'w')"), ".eval"),
+        # nested inside the dict; a bound method pickles through getattr
+        (lambda marker: {b"data": _Exploit(Path.touch, marker), b"labels": []}, "getattr"),
     ],
 )
 def test_read_cifar_batch_refuses_malicious_globals_without_running_them(

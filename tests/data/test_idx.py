@@ -81,7 +81,9 @@ def test_read_idx_reads_gzipped_and_raw_files_alike(tmp_path: Path, compress: bo
     np.testing.assert_array_equal(decoded, array)
 
 
-@pytest.mark.parametrize("compress", [True, False, {"x_train": True, "y_train": False, "x_test": False, "y_test": True}])
+@pytest.mark.parametrize(
+    "compress", [True, False, {"x_train": True, "y_train": False, "x_test": False, "y_test": True}]
+)
 def test_load_mnist_returns_written_images_and_labels(tmp_path: Path, compress: bool | dict[str, bool]) -> None:
     # Prepare
     written = _write_mnist_dir(tmp_path, compress)

@@ -85,7 +85,7 @@ def _corrupt(root: Path, content: Any) -> Path:
         ('{"users": ["a"], ', "cannot read LEAF JSON"),  # truncated JSON
         ([1, 2], 'a "users" list'),  # top level must be an object
         ({"users": ["a"], "num_samples": [1]}, '"user_data" object'),  # user_data missing
-        ({"users": ["a"], "user_data": {}}, "no \"user_data\" entry"),  # listed user without data
+        ({"users": ["a"], "user_data": {}}, 'no "user_data" entry'),  # listed user without data
         ({"users": ["a"], "user_data": {"a": {"x": [[0.0] * 784], "y": [1, 2]}}}, "1 x but 2 y"),  # x/y mismatch
         ({"users": ["a"], "num_samples": [3], "user_data": {"a": _femnist_user(1, 0, 0.0)}}, "says 3"),  # count
         ({"users": ["a"], "num_samples": [1, 2], "user_data": {"a": _femnist_user(1, 0, 0.0)}}, "as long as"),
@@ -134,7 +134,9 @@ def celeba_dir(tmp_path: Path) -> Path:
     Image.new("RGB", (178, 218), _RED).save(images / "000001.png")
     Image.new("RGB", (178, 218), _BLUE).save(images / "000002.png")
     Image.new("L", (30, 20), 128).save(images / "000003.jpg")  # greyscale JPEG, converted to RGB
-    _write_leaf_file(root / "train" / "t.json", {"9": {"x": ["000002.png"], "y": [1]}, "10": {"x": ["000001.png"], "y": [0]}})
+    _write_leaf_file(
+        root / "train" / "t.json", {"9": {"x": ["000002.png"], "y": [1]}, "10": {"x": ["000001.png"], "y": [0]}}
+    )
     _write_leaf_file(root / "test" / "t.json", {"10": {"x": ["000003.jpg"], "y": [1]}})
     return root
 

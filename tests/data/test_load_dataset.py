@@ -20,7 +20,14 @@ from prunefl.errors import ConfigError
 def test_dataset_names_lists_every_loader() -> None:
     # Assert
     assert DATASET_NAMES == (
-        "fashion-mnist", "mnist", "femnist", "celeba", "cifar10", "imagefolder", "digits", "synthetic",
+        "fashion-mnist",
+        "mnist",
+        "femnist",
+        "celeba",
+        "cifar10",
+        "imagefolder",
+        "digits",
+        "synthetic",
     )
 
 
@@ -45,7 +52,7 @@ def test_load_dataset_file_sets_need_data_dir(name: str) -> None:
     ("name", "options", "message"),
     [
         ("synthetic", {"n_samples": 5}, "unknown options \\['n_samples'\\]"),  # misspelt n_train
-        ("digits", {"seed": 1}, "unknown options \\['seed'\\]"),  # seed is load_dataset's own argument
+        ("digits", {"test_size": 0.3}, "accepts \\['test_fraction'\\]"),  # scikit-learn's spelling, not ours
         ("mnist", {"image_size": 32}, "accepts none"),  # IDX sets have no options
         ("imagefolder", {"root": "/x"}, "unknown options \\['root'\\]"),  # root comes from data_dir
     ],

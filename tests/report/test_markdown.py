@@ -26,10 +26,19 @@ from prunefl.fl.messages import (
     K_WALL_S,
 )
 from prunefl.report.markdown import format_summary_table, write_comparison_report, write_report
-from prunefl.report.plots import PlotStyle
+from prunefl.report.plots import PlotStyle, plot_run
 
 SMALL = PlotStyle(width_in=4.0, height_in=3.0, dpi=50)
-CONFIG = 'seed = 0\n[data]\ndataset = "fashion-mnist"\n[fl]\nrounds = 30\nlr = 0.25\n[pruning]\nmethod = "prunefl"\n'
+CONFIG = """seed = 0
+[data]
+dataset = "fashion-mnist"
+[fl]
+rounds = 30
+lr = 0.25
+momentum = 0.0
+[pruning]
+method = "prunefl"
+"""
 
 # IP rounds 1 and 2 reconfigure (1.0 → 0.5 → 0.3); FL rounds 9 and 19 reconfigure (0.3 → 0.35 → 0.4).
 IP_RECONFIG = {"removed": {"conv1.weight": 10, "fc1.weight": 40}, "added": {}, "objective-before": 1.5,
@@ -95,7 +104,7 @@ def snip_run(tmp_path: Path) -> Path:
 
 def test_write_report_with_ip_and_reconfigs_has_every_section(prunefl_run: Path) -> None:
     # Execute
-    path = write_report(prunefl_run, style=SMALL)
+    path = write_report(prunefl_run, make_plots=True, style=SMALL)
 
     # Assert
     text = path.read_text()
@@ -106,6 +115,8 @@ def test_write_report_with_ip_and_reconfigs_has_every_section(prunefl_run: Path)
     assert '| `data.dataset` | `"fashion-mnist"` |' in text
     assert "| `fl.lr` | `0.25` |" in text
     assert "fl.rounds = 30" in text
+    assert "| `fl.momentum`" not in text
+    assert "fl.momentum = 0.0" in text
     # summary: total bytes 12,000 + 24,000 = 36 kB
     for line in ["| final accuracy | 0.8200 |", "| best accuracy | 0.8300 |", "| final density | 40.00% |",
                  "| simulated time | 150.0 s |", "| wall time | 12.5 s |", "| bytes up | 12.00 kB |",
@@ -130,7 +141,7 @@ def test_write_report_with_ip_and_reconfigs_has_every_section(prunefl_run: Path)
 
 def test_write_report_without_ip_or_reconfigs_omits_those_sections(fedavg_run: Path) -> None:
     # Execute
-    text = write_report(fedavg_run, style=SMALL).read_text()
+    text = write_report(fedavg_run, make_plots=True, style=SMALL).read_text()
 
     # Assert
     assert "| total bytes | 90.00 kB |" in text
@@ -139,13 +150,24 @@ def test_write_report_without_ip_or_reconfigs_omits_those_sections(fedavg_run: P
     assert "## Reconfigurations" not in text
 
 
-def test_write_report_without_plots_embeds_none(fedavg_run: Path) -> None:
+def test_write_report_by_default_draws_nothing_and_embeds_no_missing_plot(fedavg_run: Path) -> None:
     # Execute
-    text = write_report(fedavg_run, make_plots=False).read_text()
+    text = write_report(fedavg_run).read_text()
 
     # Assert
     assert "## Plots" not in text
     assert not (fedavg_run / "plots").exists()
+
+
+def test_write_report_embeds_plots_of_an_earlier_plot_run(fedavg_run: Path) -> None:
+    # Prepare: the runner and CLI draw first, then write the report
+    plot_run(fedavg_run, style=SMALL)
+
+    # Execute
+    text = write_report(fedavg_run).read_text()
+
+    # Assert
+    assert "![Cumulative bytes vs round](plots/bytes_vs_round.png)" in text
 
 
 def test_write_report_long_run_shows_hours(tmp_path: Path) -> None:
@@ -153,7 +175,7 @@ def test_write_report_long_run_shows_hours(tmp_path: Path) -> None:
     run_dir = _write_run(tmp_path / "long", {K_METHOD: "fedavg", K_SIM_CLOCK_S: 17_200.0}, round_sim_s=10.0)
 
     # Execute
-    text = write_report(run_dir, make_plots=False).read_text()
+    text = write_report(run_dir).read_text()
 
     # Assert
     assert "| simulated time | 17,200.0 s (4.78 h) |" in text
@@ -164,7 +186,7 @@ def test_write_comparison_report_gives_speed_ups_against_fedavg(
     tmp_path: Path, fedavg_run: Path, prunefl_run: Path, snip_run: Path
 ) -> None:
     # Execute
-    path = write_comparison_report([fedavg_run, prunefl_run, snip_run], tmp_path / "cmp", style=SMALL)
+    path = write_comparison_report([fedavg_run, prunefl_run, snip_run], tmp_path / "cmp", make_plots=True, style=SMALL)
 
     # Assert
     text = path.read_text()
@@ -181,18 +203,17 @@ def test_write_comparison_report_gives_speed_ups_against_fedavg(
     # final results
     assert "| prunefl | 30 | 0.8200 | 0.8300 | 40.00% | 150.0 s | 12.5 s | 12.00 kB | 24.00 kB |" in text
     assert "| snip | 30 | 0.8600 | — | 40.00% | 270.0 s | — | — | — |" in text
-    # plots
+    # overlays, next to the report
     for name in ["accuracy_vs_time", "accuracy_vs_round", "density_vs_time"]:
-        assert f"(plots/{name}.png)" in text
-        assert (tmp_path / "cmp" / "plots" / f"{name}.png").is_file()
+        assert f"]({name}.png)" in text
+        assert (tmp_path / "cmp" / f"{name}.png").is_file()
 
 
 def test_write_comparison_report_without_baseline_has_no_speed_up(
     tmp_path: Path, prunefl_run: Path, snip_run: Path
 ) -> None:
     # Execute
-    text = write_comparison_report([prunefl_run, snip_run], tmp_path / "cmp", ["PruneFL", "SNIP"],
-                                   make_plots=False).read_text()  # fmt: skip
+    text = write_comparison_report([prunefl_run, snip_run], tmp_path / "cmp", ["PruneFL", "SNIP"]).read_text()
 
     # Assert
     assert "No FedAvg/conventional run among these, so no speed-up" in text
@@ -205,7 +226,7 @@ def test_write_comparison_report_labels_extension_methods(tmp_path: Path) -> Non
     run_dir = _write_run(tmp_path / "synflow", {K_METHOD: "synflow"}, round_sim_s=1.0)
 
     # Execute
-    text = write_comparison_report([run_dir], tmp_path / "cmp", make_plots=False).read_text()
+    text = write_comparison_report([run_dir], tmp_path / "cmp").read_text()
 
     # Assert
     assert "| synflow | synflow (extension, not in the official PruneFL code: SynFlow) |" in text

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy._core.multiarray import _reconstruct  # numpy >= 2 location
 
 from prunefl.data.dataset import ArrayDataset
 from prunefl.errors import DataError
@@ -36,42 +37,6 @@ _HOW_TO_GET = (
     "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (md5 c58f30108f718f92721af3b95e74349a), "
     "extract it and pass the folder containing cifar-10-batches-py as data_dir (--data-dir)"
 )
-
-
-def _numpy_reconstruct() -> Any:
-    """``numpy``'s array-unpickling helper, from wherever this numpy version keeps it."""
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
-
-
-# The only globals a CIFAR batch needs. The official files were pickled by Python 2 with numpy 1.x and
-# reference numpy.core.multiarray._reconstruct, numpy.ndarray and numpy.dtype to rebuild the b"data" array;
-# files re-pickled by numpy 2 say numpy._core instead, and Python 3's protocol 2 stores bytes through
-# _codecs.encode (a pure function, also on torch's weights_only allow-list). Everything else - os.system,
-# builtins.eval, any class with a __reduce__ - is refused, so a tampered file cannot run code.
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): codecs.encode,
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals in ``_ALLOWED_GLOBALS``."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"global {module}.{name} is not allowed in a CIFAR batch (allowed: "
-                f"{sorted(f'{m}.{n}' for m, n in _ALLOWED_GLOBALS)})"
-            ) from None
 
 
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +147,8 @@ def _check_batch(path: Path, batch: Any) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f'cifar10: {path}: b"labels" is not a list of ints ({exc})') from exc
     if labels.shape != (data.shape[0],) or (labels.size and labels.dtype.kind not in "iu"):
         raise DataError(
-            f'cifar10: {path}: expected {data.shape[0]} integer labels, found {labels.dtype.name} of shape {labels.shape}'
+            f"cifar10: {path}: expected {data.shape[0]} integer labels, "
+            f"found {labels.dtype.name} of shape {labels.shape}"
         )
     labels = labels.astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= _NUM_CLASSES):
@@ -190,3 +156,30 @@ def _check_batch(path: Path, batch: Any) -> tuple[np.ndarray, np.ndarray]:
     # Rows are channel-major then row-major, so a plain reshape gives (n, 3, 32, 32); copy to own the memory.
     images = np.array(data.reshape(-1, 3, _SIDE, _SIDE), copy=True)
     return images, labels
+
+
+# The only globals a CIFAR batch needs. The official files were pickled by Python 2 with numpy 1.x and
+# reference numpy.core.multiarray._reconstruct, numpy.ndarray and numpy.dtype to rebuild the b"data" array;
+# files re-pickled by numpy 2 say numpy._core instead, and Python 3's protocol 2 stores bytes through
+# _codecs.encode (a pure function, also on torch's weights_only allow-list). Everything else - os.system,
+# builtins.eval, any class with a __reduce__ - is refused, so a tampered file cannot run code.
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the globals in ``_ALLOWED_GLOBALS``."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"global {module}.{name} is not allowed in a CIFAR batch (allowed: "
+                f"{sorted(f'{m}.{n}' for m, n in _ALLOWED_GLOBALS)})"
+            ) from None

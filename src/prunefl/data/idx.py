@@ -6,6 +6,7 @@ import gzip
 import logging
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ _HOW_TO_GET = {
 
 # IDX type code (third magic byte) -> big-endian element type, from the format description at
 # http://yann.lecun.com/exdb/mnist/ ("0x08: unsigned byte ... 0x0E: double (8 bytes)").
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),

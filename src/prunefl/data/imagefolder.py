@@ -99,7 +99,9 @@ def load_imagefolder(
         _check_classes(class_names)
     x_train, y_train = _read_split(name, root / "train", class_names, image_size)
     x_test, y_test = _read_split(name, root / "val", class_names, image_size)
-    logger.debug("loaded %s from %s: %d classes, %d train, %d val", name, root, len(class_names), len(y_train), len(y_test))
+    logger.debug(
+        "loaded %s from %s: %d classes, %d train, %d val", name, root, len(class_names), len(y_train), len(y_test)
+    )
     return ArrayDataset(
         name=name,
         x_train=torch.from_numpy(x_train),
@@ -226,7 +228,9 @@ def _read_split(name: str, split_dir: Path, class_names: list[str], image_size: 
         counts.append(len(files))
     extra = sorted({p.name for p in split_dir.iterdir() if p.is_dir()} - set(class_names))
     if extra:
-        logger.debug("%s: ignoring %d class folders in %s not in the class list: %s", name, len(extra), split_dir, extra[:5])
+        logger.debug(
+            "%s: ignoring %d class folders in %s not in the class list: %s", name, len(extra), split_dir, extra[:5]
+        )
     labels = np.repeat(np.arange(len(class_names), dtype=np.int64), counts)
     return read_images(paths, image_size, "center_crop"), labels
 

@@ -247,7 +247,9 @@ def _read_json(name: str, path: Path) -> dict[str, dict[str, list[Any]]]:
         raise DataError(f'{name}: {path}: expected a JSON object with a "users" list, "num_samples" and "user_data"')
     user_data = content.get("user_data")
     if not isinstance(user_data, dict):
-        raise DataError(f'{name}: {path}: expected a "user_data" object mapping each user to {{"x": [...], "y": [...]}}')
+        raise DataError(
+            f'{name}: {path}: expected a "user_data" object mapping each user to {{"x": [...], "y": [...]}}'
+        )
     users = content["users"]
     num_samples = content.get("num_samples")
     if num_samples is not None and (not isinstance(num_samples, list) or len(num_samples) != len(users)):
@@ -303,6 +305,8 @@ def _image_paths(split: _Split, images_dir: Path) -> list[Path]:
     for file_name in split.x:
         relative = Path(file_name) if isinstance(file_name, str) else None
         if relative is None or relative.is_absolute() or ".." in relative.parts:
-            raise DataError(f"celeba: {split.source}: expected image file names relative to {images_dir}, got {file_name!r}")
+            raise DataError(
+                f"celeba: {split.source}: expected image file names relative to {images_dir}, got {file_name!r}"
+            )
         paths.append(images_dir / relative)
     return paths

@@ -315,7 +315,11 @@ def partition(
     parts = adapter(dataset, num_clients, seed, **params)
     logger.debug(
         "partition %s of %s into %d clients: sizes min %d, max %d",
-        member.value, dataset.name, len(parts), min(map(len, parts)), max(map(len, parts)),
+        member.value,
+        dataset.name,
+        len(parts),
+        min(map(len, parts)),
+        max(map(len, parts)),
     )
     return parts
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -43,8 +43,14 @@ class MaskPolicy(Protocol):
         """Whether clients upload their accumulated importance in ``round``."""
         ...
 
-    def after_aggregate(self, round: int, server: Server, update: RoundUpdate, metrics: Mapping[str, Any]) -> dict | None:
+    def after_aggregate(
+        self, round: int, server: Server, update: RoundUpdate, clients: Sequence[int]
+    ) -> dict[str, Any] | None:
         """Update ``server.masks`` after aggregation; return a record for metrics.jsonl or None."""
+        ...
+
+    def observe(self, row: Mapping[str, Any]) -> None:
+        """See the finished metrics row of a round (e.g. to start on an accuracy trigger)."""
         ...
 
 
@@ -125,7 +131,7 @@ class SimulationEngine:
             K.K_BYTES_DOWN: bytes_down * len(clients),
             K.K_BYTES_UP: sum(train_res_nbytes(res) for res in replies),
         }
-        reconfig = s.policy.after_aggregate(r, server, update, row) if s.policy is not None else None
+        reconfig = s.policy.after_aggregate(r, server, update, clients) if s.policy is not None else None
         row[K.K_SIM_CLOCK_S] = self.sim_clock_s
         row[K.K_DENSITY] = density(server.masks)
         row[K.K_LAYER_DENSITY] = layer_densities(server.masks)
@@ -136,6 +142,8 @@ class SimulationEngine:
             acc, loss = self.evaluate_global()
             row[K.K_TEST_ACCURACY] = acc
             row[K.K_TEST_LOSS] = loss
+        if s.policy is not None:
+            s.policy.observe(row)
         logger.info(
             "round %d sim_clock_s=%.1f bytes_up=%d density=%.4f accuracy=%s",
             r, self.sim_clock_s, row[K.K_BYTES_UP], row[K.K_DENSITY], row[K.K_TEST_ACCURACY],

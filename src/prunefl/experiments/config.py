@@ -230,15 +230,113 @@ class TimingConfig:
 
 @dataclass(frozen=True)
 class PruningConfig:
-    """Which method trains, and PruneFL's pruning settings (spec §3).
+    """Which method trains, and PruneFL's pruning settings (spec §3). Defaults are the official ones.
 
     Attributes
     ----------
     method : {"fedavg", "prunefl", "prunefl-no-ip", "prunefl-ip-only"}
-        ``fedavg`` is conventional dense FL (default: "fedavg").
+        ``fedavg``: conventional dense FL. ``prunefl``: initial pruning, then adaptive reconfiguration.
+        ``prunefl-no-ip``: adaptive reconfiguration from the dense model. ``prunefl-ip-only``: initial
+        pruning, then the mask stays fixed (default: "fedavg").
+    importance : {"round_sum", "legacy_last_step"}
+        ``round_sum``: N_c·(Σ_k g_k)² per client and round; ``legacy_last_step``: the official code's aliasing
+        artefact 4·N_c·g_K² under PyTorch < 2.0 (spec §3.2, D4) (default: "round_sum").
+    reconfig_interval : int
+        FL rounds between reconfigurations, ΔR (default: 50).
+    reconfig_start : {"round", "accuracy"}
+        First FL reconfiguration at ``first_reconfig_round`` (official), or at the first interval boundary
+        after the test accuracy reached ``reconfig_start_accuracy`` (default: "round").
+    first_reconfig_round : int
+        Round of the first reconfiguration for ``reconfig_start = "round"`` (default: 50).
+    reconfig_start_accuracy : float
+        Test accuracy that starts reconfiguration for ``reconfig_start = "accuracy"`` (default: 0.5).
+    max_decrease : float
+        δ0, the largest fraction of a layer's in-use weights one reconfiguration may remove (default: 0.3).
+    max_decrease_half_life : float
+        Rounds over which δ halves: δ(r) = δ0·0.5^(r/half-life) (spec §3.5) (default: 10000.0).
+    max_density, target_density : float
+        Density cap D(r) annealed linearly from ``max_density`` at round 0 to ``target_density`` at the last
+        round; it limits additions only (spec §3.10). 1.0 and 1.0 mean no cap (default: 1.0, 1.0).
+    legacy_cap_off_by_one : bool
+        Allow ⌊D·|J|⌋ + 1 weights, as the official code does (spec D11) (default: False).
+    ip_batches : int
+        Initial pruning uses the selected client's first this many minibatches, fixed (default: 10).
+    ip_lr : float
+        Learning rate of initial pruning; 0 means ``fl.lr`` (the official INIT_LR) (default: 0.0).
+    ip_start_factor : float
+        Initial pruning starts reconfiguring once its training accuracy on its batches reaches
+        ip_start_factor / #classes (ADJ_THR_ACC = 1.5/#classes) (default: 1.5).
+    ip_check_every : int
+        IP rounds between checks of that accuracy (default: 10).
+    ip_interval : int
+        IP rounds between IP reconfigurations (default: 50).
+    ip_max_rounds : int
+        Upper bound on IP rounds (default: 1000).
+    ip_density_tolerance : float
+        A reconfiguration is "stable" when |d/d_prev − 1| is at most this (default: 0.1).
+    ip_stable_reconfigs : int
+        IP stops after this many consecutive stable reconfigurations (default: 5).
+    ip_max_decrease : float
+        δ during initial pruning, constant (default: 0.3).
+    ip_client : int
+        The selected client that runs initial pruning on its own data (default: 0).
+    charge_ip_time : bool
+        Charge the IP client's compute to the simulated clock; the official simulation charged 0 s (spec D2)
+        (default: True).
     """
 
     method: Method = "fedavg"
+    importance: Literal["round_sum", "legacy_last_step"] = "round_sum"
+    reconfig_interval: int = 50
+    reconfig_start: Literal["round", "accuracy"] = "round"
+    first_reconfig_round: int = 50
+    reconfig_start_accuracy: float = 0.5
+    max_decrease: float = 0.3
+    max_decrease_half_life: float = 10000.0
+    max_density: float = 1.0
+    target_density: float = 1.0
+    legacy_cap_off_by_one: bool = False
+    ip_batches: int = 10
+    ip_lr: float = 0.0
+    ip_start_factor: float = 1.5
+    ip_check_every: int = 10
+    ip_interval: int = 50
+    ip_max_rounds: int = 1000
+    ip_density_tolerance: float = 0.1
+    ip_stable_reconfigs: int = 5
+    ip_max_decrease: float = 0.3
+    ip_client: int = 0
+    charge_ip_time: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.reconfig_interval >= 1, "pruning.reconfig_interval", self.reconfig_interval, "must be >= 1")
+        _check(self.first_reconfig_round >= 0, "pruning.first_reconfig_round", self.first_reconfig_round, "must be >= 0")
+        _check(0 < self.reconfig_start_accuracy <= 1, "pruning.reconfig_start_accuracy", self.reconfig_start_accuracy,
+               "must be in (0, 1]")
+        _check(0 <= self.max_decrease <= 1, "pruning.max_decrease", self.max_decrease, "must be in [0, 1]")
+        _check(self.max_decrease_half_life > 0, "pruning.max_decrease_half_life", self.max_decrease_half_life, "must be > 0")
+        _check(0 < self.max_density <= 1, "pruning.max_density", self.max_density, "must be in (0, 1]")
+        _check(0 < self.target_density <= 1, "pruning.target_density", self.target_density, "must be in (0, 1]")
+        _check(self.target_density <= self.max_density, "pruning.target_density", self.target_density,
+               f"must be <= pruning.max_density ({self.max_density})")
+        _check(self.ip_batches >= 1, "pruning.ip_batches", self.ip_batches, "must be >= 1")
+        _check(self.ip_lr >= 0, "pruning.ip_lr", self.ip_lr, "must be >= 0 (0 = fl.lr)")
+        _check(self.ip_start_factor >= 0, "pruning.ip_start_factor", self.ip_start_factor, "must be >= 0")
+        _check(self.ip_check_every >= 1, "pruning.ip_check_every", self.ip_check_every, "must be >= 1")
+        _check(self.ip_interval >= 1, "pruning.ip_interval", self.ip_interval, "must be >= 1")
+        _check(self.ip_max_rounds >= 1, "pruning.ip_max_rounds", self.ip_max_rounds, "must be >= 1")
+        _check(self.ip_density_tolerance >= 0, "pruning.ip_density_tolerance", self.ip_density_tolerance, "must be >= 0")
+        _check(self.ip_stable_reconfigs >= 1, "pruning.ip_stable_reconfigs", self.ip_stable_reconfigs, "must be >= 1")
+        _check(0 <= self.ip_max_decrease <= 1, "pruning.ip_max_decrease", self.ip_max_decrease, "must be in [0, 1]")
+        _check(self.ip_client >= 0, "pruning.ip_client", self.ip_client, "must be >= 0")
+
+    @property
+    def uses_initial_pruning(self) -> bool:
+        return self.method in ("prunefl", "prunefl-ip-only")
+
+    @property
+    def adapts_during_fl(self) -> bool:
+        return self.method in ("prunefl", "prunefl-no-ip")
 
 
 @dataclass(frozen=True)
@@ -271,6 +369,12 @@ class RunConfig:
             "fl.clients_per_round",
             self.fl.clients_per_round,
             f"must be <= data.num_clients ({self.data.num_clients})",
+        )
+        _check(
+            self.pruning.ip_client < self.data.num_clients,
+            "pruning.ip_client",
+            self.pruning.ip_client,
+            f"must be < data.num_clients ({self.data.num_clients})",
         )
         for name in ("compute_scales", "bandwidth_scales"):
             values = getattr(self.timing, name)

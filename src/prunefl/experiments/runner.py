@@ -21,7 +21,11 @@ from prunefl.fl.losses import make_loss
 from prunefl.fl.server import Server, ServerSettings
 from prunefl.models import build_model
 from prunefl.models.init import apply_init_
-from prunefl.sparse.masks import attach_masks, prunable_parameters
+from prunefl.fl import messages as K
+from prunefl.fl.client import load_model_state_
+from prunefl.pruning.adaptive import AdaptivePruning, AdaptiveSettings
+from prunefl.pruning.initial import InitialPruningSettings, IPRound, initial_pruning
+from prunefl.sparse.masks import attach_masks, density, prunable_parameters
 from prunefl.timing.clock import LinkProfile, make_devices
 from prunefl.timing.model import TimeModel
 
@@ -29,7 +33,8 @@ __all__ = ["RunResult", "build_simulation", "run_experiment", "load_run_dataset"
 
 logger = logging.getLogger(__name__)
 
-EVAL_SUBSET_STREAM = 5  # spawn-key tag of the fixed evaluation subset
+EVAL_SUBSET_STREAM = 5  # spawn-key tags of seeded streams the runner owns
+IP_STREAM = 6
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ def build_simulation(config: RunConfig, dataset: ArrayDataset) -> SimulationSetu
         lr_step_rounds=f.lr_step_rounds,
         lr_step_gamma=f.lr_step_gamma,
         regrow_init=f.regrow_init,
+        importance_mode=config.pruning.importance if config.pruning.adapts_during_fl else "off",
         seed=seed,
     )
     server = Server(state, {k: v.detach().clone() for k, v in masks.items()}, settings)
@@ -132,21 +138,22 @@ def run_experiment(
     """Run ``config`` and write its results folder.
 
     Side effects: creates ``run_dir`` (only after data, model and time model are built, so a bad config or
-    missing data leaves nothing behind), writes config.toml, metrics.jsonl row by row, summary.json,
-    a safetensors checkpoint, PNG plots and report.md.
+    missing data leaves nothing behind), writes config.toml, metrics.jsonl row by row (initial-pruning rows
+    first, stage "ip"), summary.json, a safetensors checkpoint (final state and masks, plus the initial weights
+    under ``extra/init/`` for lottery-ticket baselines), PNG plots and report.md.
     """
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     start_wall = time.perf_counter()
     dataset = load_run_dataset(config) if dataset is None else dataset
     setup = build_simulation(config, dataset)
+    initial_state = {k: v.clone() for k, v in setup.server.state.items()}
     logger.info(
         "run %s: method=%s dataset=%s model=%s clients=%d/%d rounds=%d K=%d B=%d lr=%g seed=%d",
         config.name, config.pruning.method, config.data.dataset, config.model.name, config.fl.clients_per_round,
         config.data.num_clients, config.fl.rounds, config.fl.local_steps, config.fl.batch_size, config.fl.lr,
         config.seed,
     )
-    engine = SimulationEngine(setup)
     writer = ResultsWriter(run_dir, config)
 
     def record(row: dict[str, Any]) -> None:
@@ -154,16 +161,127 @@ def run_experiment(
         if on_row is not None:
             on_row(row)
 
+    extra: dict[str, Any] = {}
     try:
-        engine.run(record, start_wall=start_wall)
+        if config.pruning.uses_initial_pruning:
+            extra["ip"] = _run_initial_pruning(config, setup, record, start_wall)
+        if config.pruning.adapts_during_fl:
+            setup.policy = AdaptivePruning(_adaptive_settings(config), setup.devices)
+        SimulationEngine(setup).run(record, start_wall=start_wall)
     finally:
         writer.close()
-    summary = summarize(writer.rows, config.pruning.method, config.fl.target_accuracies)
+    if isinstance(setup.policy, AdaptivePruning):
+        extra["reconfigurations"] = len(setup.policy.history)
+    summary = summarize(writer.rows, config.pruning.method, config.fl.target_accuracies, extra)
     writer.write_summary(summary)
-    save_checkpoint(run_dir, setup.server.state, setup.server.masks, config, config.fl.rounds)
+    save_checkpoint(
+        run_dir, setup.server.state, setup.server.masks, config, config.fl.rounds,
+        extra_tensors={f"init/{k}": v for k, v in initial_state.items()},
+    )
     if plots:
         from prunefl.report import plot_run, write_report
 
         plot_run(run_dir)
         write_report(run_dir)
     return RunResult(run_dir=Path(run_dir), summary=summary)
+
+
+def _adaptive_settings(config: RunConfig) -> AdaptiveSettings:
+    p = config.pruning
+    return AdaptiveSettings(
+        total_rounds=config.fl.rounds,
+        local_steps=config.fl.local_steps,
+        reconfig_interval=p.reconfig_interval,
+        reconfig_start=p.reconfig_start,
+        first_reconfig_round=p.first_reconfig_round,
+        reconfig_start_accuracy=p.reconfig_start_accuracy,
+        max_decrease=p.max_decrease,
+        max_decrease_half_life=p.max_decrease_half_life,
+        max_density=p.max_density,
+        target_density=p.target_density,
+        legacy_cap_off_by_one=p.legacy_cap_off_by_one,
+        regrow_init=config.fl.regrow_init,
+        comm=config.timing.comm,
+    )
+
+
+def ip_batches(config: RunConfig, setup: SimulationSetup) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The selected client's fixed IP minibatches: drawn once from a seeded shuffle of its own data (spec §3.7)."""
+    p, b = config.pruning, config.fl.batch_size
+    own = setup.partitions[p.ip_client]
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(IP_STREAM,)))
+    order = rng.permutation(own)
+    need = p.ip_batches * b
+    order = np.resize(order, need)  # cycles a partition smaller than the IP data set
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    ds = setup.dataset
+    out = []
+    for i in range(p.ip_batches):  # a handful of batches, prepared once
+        idx = torch.from_numpy(order[i * b : (i + 1) * b])
+        out.append((ds.prepare(ds.x_train[idx], train=True, generator=gen), ds.y_train[idx]))
+    return out
+
+
+def _run_initial_pruning(
+    config: RunConfig, setup: SimulationSetup, record: Callable[[dict[str, Any]], None], start_wall: float
+) -> dict[str, Any]:
+    """Run IP at the selected client, install its weights and masks on the server; return the IP summary."""
+    p = config.pruning
+    device = setup.devices[p.ip_client]
+    load_model_state_(
+        setup.model,
+        {k: v.numpy() for k, v in setup.server.state.items()},
+        {k: v.numpy() for k, v in setup.server.masks.items()},
+    )
+    settings = InitialPruningSettings(
+        lr=p.ip_lr or config.fl.lr,
+        start_accuracy=p.ip_start_factor / setup.dataset.num_classes,
+        local_steps=config.fl.local_steps,
+        check_every=p.ip_check_every,
+        interval=p.ip_interval,
+        max_rounds=p.ip_max_rounds,
+        density_tolerance=p.ip_density_tolerance,
+        stable_reconfigs=p.ip_stable_reconfigs,
+        max_decrease=p.ip_max_decrease,
+        compute_scale=device.compute_scale,
+    )
+    clock = [0.0]
+
+    def on_ip_round(ip: IPRound) -> None:
+        charged = ip.compute_s if p.charge_ip_time else 0.0
+        clock[0] += charged
+        record({
+            K.K_ROUND: ip.round,
+            K.K_STAGE: "ip",
+            K.K_ROUND_SIM_S: charged,
+            K.K_SIM_CLOCK_S: clock[0],
+            K.K_WALL_S: time.perf_counter() - start_wall,
+            K.K_TRAIN_LOSS: ip.train_loss,
+            K.K_TRAIN_ACCURACY: ip.train_accuracy,
+            K.K_TEST_ACCURACY: None,
+            K.K_TEST_LOSS: None,
+            K.K_DENSITY: ip.density,
+            K.K_LAYER_DENSITY: ip.layer_density,
+            K.K_BYTES_UP: 0,
+            K.K_BYTES_DOWN: 0,
+            K.K_LR: settings.lr,
+            K.K_CLIENTS: [p.ip_client],
+            K.K_RECONFIG: ip.reconfig,
+        })
+
+    result = initial_pruning(
+        setup.model, ip_batches(config, setup), setup.loss_fn, device.time_model, settings, on_ip_round
+    )
+    setup.server.state = result.state
+    setup.server.masks = result.masks
+    if config.fl.regrow_init == "zero":
+        setup.server.state = {k: (v * result.masks[k] if k in result.masks else v) for k, v in result.state.items()}
+    setup.start_sim_clock_s = clock[0]
+    return {
+        "rounds": result.rounds,
+        "started-at": result.started_at,
+        "stop-reason": result.stop_reason,
+        "reconfigurations": len(result.reconfigurations),
+        "density": density(result.masks),
+        "sim-clock-s": clock[0],
+    }

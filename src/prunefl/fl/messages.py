@@ -20,6 +20,7 @@ __all__ = [
     "K_ROUND_SIM_S",
     "K_WALL_S",
     "K_TRAIN_LOSS",
+    "K_TRAIN_ACCURACY",
     "K_TEST_ACCURACY",
     "K_TEST_LOSS",
     "K_DENSITY",
@@ -49,6 +50,7 @@ K_SIM_CLOCK_S = "sim-clock-s"  # float, simulated seconds since the start, after
 K_ROUND_SIM_S = "round-sim-s"  # float, simulated duration of this round (slowest selected client)
 K_WALL_S = "wall-s"  # float, real seconds since the start of the run, after this round
 K_TRAIN_LOSS = "train-loss"  # float, sample-weighted mean local training loss of this round
+K_TRAIN_ACCURACY = "train-accuracy"  # float or null: IP client's accuracy on its own batches (IP check rounds)
 K_TEST_ACCURACY = "test-accuracy"  # float in [0, 1] or null when not evaluated this round
 K_TEST_LOSS = "test-loss"  # float or null
 K_DENSITY = "density"  # float in [0, 1], kept prunable weights / all prunable weights (mask in force after the round)

@@ -173,10 +173,11 @@ def reconfigure(
     # ρ_k·T_{k−1} > S_{k−1} in the stable order (ρ desc, layer asc, flat index asc).
     above = pool.rho > theta * (1.0 + _BAND_RTOL)
     band = (pool.rho > theta * (1.0 - _BAND_RTOL)) & ~above
-    n_above = int(above.sum())
-    s_above = s_keep + float(pool.s[above].sum())
-    t_above = t_keep + float(pool.t[above].sum())
-    band_pos = torch.nonzero(band).flatten()  # ascending = (layer, flat index) order
+    above_pos = _flatnonzero(above)
+    n_above = int(above_pos.numel())
+    s_above = s_keep + float(pool.s.index_select(0, above_pos).sum())
+    t_above = t_keep + float(pool.t.index_select(0, above_pos).sum())
+    band_pos = _flatnonzero(band)  # ascending = (layer, flat index) order
     band_pos = band_pos[torch.sort(pool.rho[band_pos], descending=True, stable=True).indices]
     n_band = _sequential_prefix(pool.rho[band_pos], pool.s[band_pos], pool.t[band_pos], s_above, t_above)
     n_greedy = n_above + n_band
@@ -201,14 +202,17 @@ def reconfigure(
     added: dict[str, int] = {}
     kept_before: dict[str, int] = {}
     kept_after: dict[str, int] = {}
-    s_added = float(pool.s[chosen].sum())
-    t_added = float(pool.t[chosen].sum())
+    chosen_pos = _flatnonzero(chosen)
+    s_added = float(pool.s.index_select(0, chosen_pos).sum())
+    t_added = float(pool.t.index_select(0, chosen_pos).sum())
     for i, layer in enumerate(layers):
         lo, hi = pool.offsets[i], pool.offsets[i + 1]
-        idx = pool.flat_index[lo:hi][chosen[lo:hi]]  # flat indices of chosen candidates of this layer
+        # Flat indices of this layer's chosen candidates; those in use before were removed by magnitude and
+        # re-added by importance, so they count neither as removed nor as added.
+        idx = pool.flat_index.index_select(0, lo + _flatnonzero(chosen[lo:hi]))
         flat = layer.keep.clone()
         flat[idx] = True
-        n_readded = int(layer.old_mask[idx].sum())  # removed by magnitude, then re-added by importance
+        n_readded = int(layer.old_mask.index_select(0, idx).sum())
         n_regrown = int(idx.numel()) - n_readded
         n_removed = layer.n_in_use - layer.n_keep - n_readded
         # Invariants of §3.3: removals come from IU only and never exceed q_l.
@@ -289,44 +293,31 @@ def _split_layer(
     w = weight.detach().reshape(-1)
     m = mask.reshape(-1)
     s = importance.detach().reshape(-1)
-    n_in_use = int(torch.count_nonzero(m))
+    iu = _flatnonzero(m)  # flat indices of IU_l, (n_in_use,)
+    n_in_use = int(iu.numel())
     # int(δ·n) as in the official code (δ ≥ 0, so int() = floor).
     q = math.floor(max_decrease * n_in_use)
-    s_iu = torch.masked_select(s, m)  # (n_in_use,)
+    s_iu = s.index_select(0, iu)  # (n_in_use,)
+    s_in_use = float(s_iu.sum(dtype=torch.float64))
     if q == 0:
         # q_l = 0 removes nothing; this also covers an empty IU_l, where τ_l is undefined (official crash).
-        keep = m.clone()
-        s_in_use = float(s_iu.sum(dtype=torch.float64))
-        s_keep = s_in_use
-        n_keep = n_in_use
+        # `keep` aliases the caller's mask; it is only read, and copied before the new mask is built.
+        return _LayerSplit(name, mask.shape, m, m, s, int(m.numel()), n_in_use, n_in_use, q, s_in_use, s_in_use)
+    w_iu_abs = w.index_select(0, iu).abs_()  # |w| over IU_l, (n_in_use,)
+    if not math.isfinite(float(w_iu_abs.max())):  # max propagates NaN
+        raise ConfigError(f"weights[{name!r}] has non-finite values at in-use positions; cannot rank by magnitude")
+    if q >= n_in_use:  # δ = 1: element q does not exist; every in-use weight is a candidate (τ = +∞)
+        keep_pos = iu[:0]
     else:
-        w_iu_abs = torch.masked_select(w, m).abs_()  # |w| over IU_l, (n_in_use,)
-        if not bool(torch.isfinite(w_iu_abs).all()):
-            raise ConfigError(f"weights[{name!r}] has non-finite values at in-use positions; cannot rank by magnitude")
-        if q >= n_in_use:  # δ = 1: element q does not exist; every in-use weight is a candidate (τ = +∞)
-            keep_iu = torch.zeros_like(w_iu_abs, dtype=torch.bool)
-        else:
-            # τ_l = element q (0-based) of the ascending sort = the (q+1)-th smallest; selection, not a sort.
-            tau = torch.kthvalue(w_iu_abs, q + 1).values
-            keep_iu = w_iu_abs >= tau  # ties at τ_l are kept, so at most q_l are removed
-        keep = torch.zeros_like(m)
-        keep.masked_scatter_(m, keep_iu)
-        s_in_use = float(s_iu.sum(dtype=torch.float64))
-        s_keep = float(s_iu[keep_iu].sum(dtype=torch.float64))
-        n_keep = int(torch.count_nonzero(keep_iu))
-    return _LayerSplit(
-        name=name,
-        shape=mask.shape,
-        old_mask=m,
-        keep=keep,
-        importance=s,
-        n_total=int(m.numel()),
-        n_in_use=n_in_use,
-        n_keep=n_keep,
-        max_removals=q,
-        s_in_use=s_in_use,
-        s_keep=s_keep,
-    )
+        # τ_l = element q (0-based) of the ascending sort: a selection, not a sort. Ties at τ_l are kept
+        # (|w| ≥ τ_l), so at most q_l weights are removed.
+        tau = _kth_smallest(w_iu_abs, q)
+        keep_pos = _flatnonzero(w_iu_abs >= tau)  # positions within IU_l
+    keep = torch.zeros_like(m)
+    keep[iu.index_select(0, keep_pos)] = True
+    s_keep = float(s_iu.index_select(0, keep_pos).sum(dtype=torch.float64))
+    n_keep = int(keep_pos.numel())
+    return _LayerSplit(name, mask.shape, m, keep, s, int(m.numel()), n_in_use, n_keep, q, s_in_use, s_keep)
 
 
 def _collect_pool(layers: list[_LayerSplit], t_per_layer: list[float], theta0: float) -> _Pool:
@@ -342,8 +333,8 @@ def _collect_pool(layers: list[_LayerSplit], t_per_layer: list[float], theta0: f
         eps = max(_BAND_RTOL, float(torch.finfo(s.dtype).eps)) if s.is_floating_point() else _BAND_RTOL
         # s > θ·t_l ⟺ ρ > θ; compared in the importance dtype (no float64 copy of the whole layer).
         threshold = theta0 * (1.0 - 4.0 * eps) * t_l
-        idx = torch.nonzero((s > threshold) & ~layer.keep).flatten()
-        s_c = s[idx].to(torch.float64)
+        idx = _flatnonzero((s > threshold) & ~layer.keep)
+        s_c = s.index_select(0, idx).to(torch.float64)
         rhos.append(s_c / t_l)
         ss.append(s_c)
         ts.append(torch.full_like(s_c, t_l))
@@ -355,19 +346,33 @@ def _collect_pool(layers: list[_LayerSplit], t_per_layer: list[float], theta0: f
 def _optimal_ratio(s0: float, t0: float, pool: _Pool) -> float:
     """Return Φ* = max over supersets of A of (S0 + Σ s)/(T0 + Σ t), by Newton steps on the pool.
 
-    θ_{k+1} = R({ρ > θ_k}) increases monotonically to the fixed point Φ* (each R of a set is ≤ Φ*), and
-    {ρ > θ_k} shrinks, so every step works on the survivors of the previous one.
+    θ_{k+1} = R({ρ > θ_k}) increases monotonically to the fixed point Φ* (every R of a set is ≤ Φ*), and
+    {ρ > θ_k} shrinks, so each step intersects with the previous survivors; that also guarantees termination
+    when rounding makes θ stall. Survivors are compacted only once they are few, since gathers cost more than
+    masked dot products while most of the pool survives.
     """
     rho, s, t = pool.rho, pool.s, pool.t
     theta = (s0 + float(s.sum())) / (t0 + float(t.sum()))
+    alive = torch.ones_like(rho, dtype=torch.bool)
+    n_alive = int(rho.numel())
     for _ in range(_MAX_NEWTON_STEPS):
-        alive = rho > theta
-        n_alive = int(alive.sum())
-        if n_alive == rho.numel():
+        alive &= rho > theta
+        n_next = int(torch.count_nonzero(alive))
+        if n_next == n_alive:
             return theta
-        rho, s, t = rho[alive], s[alive], t[alive]
-        theta = (s0 + float(s.sum())) / (t0 + float(t.sum()))
-    logger.debug("reconfigure: Newton did not settle in %d steps; sorting %d candidates", _MAX_NEWTON_STEPS, rho.numel())
+        n_alive = n_next
+        if 4 * n_alive < rho.numel():
+            pos = _flatnonzero(alive)
+            rho, s, t = rho.index_select(0, pos), s.index_select(0, pos), t.index_select(0, pos)
+            alive = torch.ones_like(rho, dtype=torch.bool)
+            s_sum, t_sum = float(s.sum()), float(t.sum())
+        else:
+            weight = alive.to(rho.dtype)  # 0/1, so the dot products are masked float64 sums
+            s_sum, t_sum = float(torch.dot(weight, s)), float(torch.dot(weight, t))
+        theta = (s0 + s_sum) / (t0 + t_sum)
+    logger.debug("reconfigure: Newton did not settle in %d steps; sorting %d candidates", _MAX_NEWTON_STEPS, n_alive)
+    pos = _flatnonzero(alive)
+    rho, s, t = rho.index_select(0, pos), s.index_select(0, pos), t.index_select(0, pos)
     order = torch.sort(rho, descending=True, stable=True).indices
     n = _sequential_prefix(rho[order], s[order], t[order], s0, t0)
     return (s0 + float(s[order[:n]].sum())) / (t0 + float(t[order[:n]].sum()))
@@ -383,8 +388,8 @@ def _sequential_prefix(rho: torch.Tensor, s: torch.Tensor, t: torch.Tensor, s_st
         return 0
     s_run = torch.cumsum(torch.cat([s.new_tensor([s_start]), s[:-1]]), dim=0)  # S_{k−1}, exclusive
     t_run = torch.cumsum(torch.cat([t.new_tensor([t_start]), t[:-1]]), dim=0)  # T_{k−1}, exclusive
-    fails = torch.nonzero(~(rho * t_run > s_run))
-    return int(fails[0, 0]) if fails.numel() else int(rho.numel())
+    fails = _flatnonzero(~(rho * t_run > s_run))
+    return int(fails[0]) if fails.numel() else int(rho.numel())
 
 
 def _first_in_order(rho: torch.Tensor, eligible: torch.Tensor, n: int) -> torch.Tensor:
@@ -392,12 +397,33 @@ def _first_in_order(rho: torch.Tensor, eligible: torch.Tensor, n: int) -> torch.
 
     Selection instead of a sort: v = n-th largest ρ; take all ρ > v, then the earliest positions with ρ = v.
     """
-    values = rho[eligible]
-    v = torch.kthvalue(values, values.numel() - n + 1).values  # n-th largest
+    values = rho.index_select(0, _flatnonzero(eligible))
+    v = _kth_smallest(values, values.numel() - n)  # n-th largest
     strictly = eligible & (rho > v)
     ties = eligible & (rho == v)
     need = n - int(strictly.sum())
     return strictly | (ties & (torch.cumsum(ties, dim=0) <= need))
+
+
+def _flatnonzero(mask: torch.Tensor) -> torch.Tensor:
+    """Return the int64 indices of True entries of a 1-D bool tensor, ascending, on its device.
+
+    On CPU numpy's flatnonzero is about 8x faster than torch.nonzero (which also returns a 2-D tensor), and
+    ``x[indices]`` is about 10x faster than ``x[mask]``; this is the hot path of the whole reconfiguration.
+    """
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return torch.nonzero(mask).flatten()
+
+
+def _kth_smallest(values: torch.Tensor, k: int) -> float:
+    """Return element ``k`` (0-based) of the ascending sort of the 1-D tensor ``values``, 0 ≤ k < numel.
+
+    Selection in O(n): numpy's introselect on CPU (about 10x faster than torch.kthvalue there), kthvalue elsewhere.
+    """
+    if values.device.type == "cpu" and values.dtype in (torch.float16, torch.float32, torch.float64):
+        return float(np.partition(values.numpy(), k)[k])
+    return float(torch.kthvalue(values, k + 1).values)
 
 
 def _check_inputs(

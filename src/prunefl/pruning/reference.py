@@ -39,7 +39,8 @@ def reconfigure_reference(
     (stable, so flat index ascending on ties); a max-heap over layers (ties: lower layer index) yields the next
     candidate, which is added while ρ·T > S holds strictly and the cap allows, the cap being tested before each
     addition as the official code does ("count > cap" in legacy mode). Unlike the official code it does not crash
-    when every candidate is added, sums S in exact-rounded float64 (``math.fsum``) and adds s_j, not ρ·t_l.
+    when every candidate is added, starts from an exactly rounded S0 (``math.fsum``), adds s_j rather than ρ·t_l
+    to S, and tests ρ·T > S rather than ρ > S/T; the last two only change float64 rounding.
 
     Examples
     --------
@@ -209,7 +210,7 @@ class _Split:
 
 def _split_by_sort(weight: torch.Tensor, mask: torch.Tensor, importance: torch.Tensor, max_decrease: float) -> _Split:
     """Split one layer by a full sort of its in-use magnitudes, exactly as the official ``process_layer``."""
-    w_abs = weight.detach().reshape(-1).abs().cpu().numpy()
+    w_abs = weight.detach().reshape(-1).abs().cpu().to(torch.float64).numpy()  # exact upcast: same ranking
     m = mask.reshape(-1).cpu().numpy().astype(bool)
     s = importance.detach().reshape(-1).cpu().to(torch.float64).numpy()
     n_in_use = int(m.sum())

@@ -24,7 +24,8 @@ def max_decrease(round: int, initial: float = 0.3, half_life_rounds: float = 100
     initial : float
         δ0 = δ(0), in [0, 1] (default: 0.3, MAX_DEC_DIFF).
     half_life_rounds : float
-        Rounds after which δ halves, > 0; an int is accepted (default: 10000.0, ADJ_HALF_LIFE).
+        Rounds after which δ halves, > 0; an int is accepted, ``math.inf`` keeps δ constant as during IP
+        (default: 10000.0, ADJ_HALF_LIFE).
 
     Returns
     -------
@@ -44,7 +45,7 @@ def max_decrease(round: int, initial: float = 0.3, half_life_rounds: float = 100
     _check_int("round", round, 0)
     if not (math.isfinite(initial) and 0.0 <= initial <= 1.0):
         raise ConfigError(f"max-decrease initial must be in [0, 1], got {initial!r}")
-    if not (math.isfinite(half_life_rounds) and half_life_rounds > 0):
+    if not half_life_rounds > 0:  # also rejects NaN
         raise ConfigError(f"half_life_rounds must be > 0, got {half_life_rounds!r}")
     # float() on both operands: the exponent must never be an integer division (the prototype defect).
     return float(initial) * 0.5 ** (float(round) / float(half_life_rounds))

@@ -30,7 +30,18 @@ from prunefl.fl.messages import (
     K_TARGETS,
     K_WALL_S,
 )
-from prunefl.report.plots import PLOTS_DIR, PlotStyle, byte_unit, plot_comparison, plot_run, run_labels
+from prunefl.report.plots import (
+    ACCURACY_VS_ROUND,
+    ACCURACY_VS_TIME,
+    BYTES_VS_ROUND,
+    DENSITY_VS_TIME,
+    PLOTS_DIR,
+    PlotStyle,
+    byte_unit,
+    plot_comparison,
+    plot_run,
+    run_labels,
+)
 from prunefl.report.results_io import (
     K_ADDED,
     K_DENSITY_AFTER,
@@ -62,16 +73,16 @@ _KEY_CONFIG = (
     "pruning.method",
 )  # fmt: skip
 _PLOT_CAPTIONS = {
-    "accuracy_vs_time.png": "Test accuracy vs simulated time",
-    "accuracy_vs_round.png": "Test accuracy vs round",
-    "density_vs_time.png": "Density vs simulated time",
-    "bytes_vs_round.png": "Cumulative bytes vs round",
+    ACCURACY_VS_TIME: "Test accuracy vs simulated time",
+    ACCURACY_VS_ROUND: "Test accuracy vs round",
+    DENSITY_VS_TIME: "Density vs simulated time",
+    BYTES_VS_ROUND: "Cumulative bytes vs round",
 }
 _MISSING = "—"
 _NOT_REACHED = "n.r."
 
 
-def write_report(run: RunLike, *, make_plots: bool = True, style: PlotStyle | None = None) -> Path:
+def write_report(run: RunLike, *, make_plots: bool = False, style: PlotStyle | None = None) -> Path:
     """Write ``report.md`` into a run folder.
 
     Writes ``<run_dir>/report.md`` (overwriting it) and, with ``make_plots``, the plots of
@@ -85,7 +96,8 @@ def write_report(run: RunLike, *, make_plots: bool = True, style: PlotStyle | No
     run : RunResults or path-like
         The results folder, or a run already loaded.
     make_plots : bool
-        Draw the plots first (default: True). Without it, plots already in ``<run_dir>/plots`` are embedded.
+        Draw the plots with :func:`~prunefl.report.plots.plot_run` first, from the already loaded run
+        (default: False: embed whatever an earlier ``plot_run(run_dir)`` left in ``<run_dir>/plots``).
     style : PlotStyle
         Figure size and resolution (default: ``PlotStyle()``, 6.4×4.8 in at 300 dpi).
 
@@ -106,7 +118,7 @@ def write_report(run: RunLike, *, make_plots: bool = True, style: PlotStyle | No
     >>> with tempfile.TemporaryDirectory() as d:
     ...     _ = (Path(d) / "metrics.jsonl").write_text('{"round": 0, "sim-clock-s": 5.0, "density": 1.0}\\n')
     ...     _ = (Path(d) / "summary.json").write_text(json.dumps({"method": "fedavg", "final-accuracy": 0.5}))
-    ...     text = write_report(d, make_plots=False).read_text()
+    ...     text = write_report(d).read_text()
     >>> "| final accuracy | 0.5000 |" in text
     True
     """
@@ -124,28 +136,29 @@ def write_comparison_report(
     out_dir: str | os.PathLike[str],
     labels: Sequence[str] | None = None,
     *,
-    make_plots: bool = True,
+    make_plots: bool = False,
     style: PlotStyle | None = None,
 ) -> Path:
     """Write ``report.md`` comparing several runs.
 
     Writes ``<out_dir>/report.md`` (overwriting it) and, with ``make_plots``, the overlays of
-    :func:`~prunefl.report.plots.plot_comparison` into ``<out_dir>/plots``. For every target accuracy in any
-    summary, a table gives each run's round and simulated time to reach it and its speed-up over the first
-    FedAvg/conventional run (baseline simulated time / run simulated time). Where the baseline never reached
-    the target, the speed-up is a lower bound, ``> x``, from the baseline's whole simulated time. A second
-    table gives final accuracy, density, times and bytes.
+    :func:`~prunefl.report.plots.plot_comparison` into ``out_dir``; the overlays found there are embedded.
+    For every target accuracy in any summary, a table gives each run's round and simulated time to reach it
+    and its speed-up over the first FedAvg/conventional run (baseline simulated time / run simulated time).
+    Where the baseline never reached the target, the speed-up is a lower bound, ``> x``, from the baseline's
+    whole simulated time. A second table gives final accuracy, density, times and bytes.
 
     Parameters
     ----------
     runs : sequence of RunResults or path-like
         Results folders (or loaded runs), at least one.
     out_dir : path-like
-        Where the report (and its ``plots`` folder) go; created if needed.
+        Where the report and the overlays go; created if needed.
     labels : sequence of str or None
         Name of each run in tables and legends (default: :func:`~prunefl.report.plots.run_labels`).
     make_plots : bool
-        Draw the overlays first (default: True).
+        Draw the overlays with :func:`~prunefl.report.plots.plot_comparison` first, from the already loaded
+        runs (default: False: embed whatever an earlier ``plot_comparison(runs, out_dir)`` left there).
     style : PlotStyle
         Figure size and resolution (default: ``PlotStyle()``, 6.4×4.8 in at 300 dpi).
 
@@ -172,7 +185,7 @@ def write_comparison_report(
     ...         _ = (run / "metrics.jsonl").write_text('{"round": 0, "sim-clock-s": 5.0, "density": 1.0}\\n')
     ...         target = {"target-accuracy": 0.8, "round": 9, "sim-clock-s": t_s, "wall-s": 1.0}
     ...         _ = (run / "summary.json").write_text(json.dumps({"method": method, "targets": [target]}))
-    ...     text = write_comparison_report([Path(d) / "fedavg", Path(d) / "prunefl"], d, make_plots=False).read_text()
+    ...     text = write_comparison_report([Path(d) / "fedavg", Path(d) / "prunefl"], d).read_text()
     >>> "| prunefl | prunefl | 9 | 50.0 s | 1.0 s | 2.00× |" in text
     True
     """
@@ -183,7 +196,7 @@ def write_comparison_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if make_plots:
-        plot_comparison(loaded, out / PLOTS_DIR, labels, style=style)
+        plot_comparison(loaded, out, labels, style=style)
     path = out / REPORT_FILE
     path.write_text("\n".join(_comparison_report_lines(loaded, labels, out)) + "\n", encoding="utf-8")
     logger.debug("wrote %s", path)
@@ -386,7 +399,7 @@ def _comparison_report_lines(runs: list[RunResults], labels: list[str], out_dir:
             for label, run in zip(labels, runs, strict=True)
         ],
     )  # fmt: skip
-    yield from _plot_lines(out_dir / PLOTS_DIR, out_dir)
+    yield from _plot_lines(out_dir, out_dir)
 
 
 def _config_lines(config: dict[str, Any]) -> Iterator[str]:
@@ -504,7 +517,7 @@ def _fmt_int(value: int | None, missing: str = _MISSING) -> str:
 def _fmt_count(value: int | dict[str, int] | None) -> str:
     if value is None:
         return _MISSING
-    return str(sum(value.values()) if isinstance(value, dict) else value)
+    return f"{sum(value.values()) if isinstance(value, dict) else value:,}"
 
 
 def _fmt_seconds(value: float | None, missing: str = _MISSING) -> str:

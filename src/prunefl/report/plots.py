@@ -170,6 +170,8 @@ def plot_run(
         fig, ax = _new_figure(style)
         ax.plot(x[curves.evaluated], curves.accuracy, color=colour, marker="o", markersize=2.5, lw=1.2,
                 label=loaded.method)  # fmt: skip
+        if not curves.evaluated.any():
+            ax.text(0.5, 0.5, "no test evaluation recorded", transform=ax.transAxes, ha="center", color="0.4")
         _mark_targets(ax, targets)
         _mark_run_events(ax, curves, x, ip_end)
         ax.set(title=f"Test accuracy — {name}", xlabel=xlabel, ylabel="Test accuracy")
@@ -423,9 +425,10 @@ def _save(fig: Figure, ax: Axes, path: Path, *, legend_loc: _LegendLoc) -> Path:
     ax.title.set_fontsize(10)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        # A legend at the bottom sits just above the reconfiguration ticks instead of on them.
-        anchor = (0.0, _TICK_HEIGHT, 1.0, 1.0 - _TICK_HEIGHT) if legend_loc.startswith("lower") else None
-        ax.legend(loc=legend_loc, bbox_to_anchor=anchor, fontsize=7, framealpha=0.85)
+        # The legend's box leaves out the strip of reconfiguration ticks, so a legend at the bottom sits above them.
+        ax.legend(
+            loc=legend_loc, bbox_to_anchor=(0.0, _TICK_HEIGHT, 1.0, 1.0 - _TICK_HEIGHT), fontsize=7, framealpha=0.85
+        )
     fig.savefig(path, dpi=fig.dpi, format="png")
     fig.clear()  # drop the artists now; a Figure outside pyplot is otherwise freed only by the garbage collector
     return path

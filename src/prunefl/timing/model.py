@@ -111,7 +111,8 @@ class TimeModel:
 
         Examples
         --------
-        >>> TimeModel(("a", "b"), (1.0, 2.0), 1.0, 0.5).round_time_s({"a": 1, "b": 2}, local_steps=1)  # 1 + 1.5·1 + 2.5·2
+        >>> tm = TimeModel(("a", "b"), (1.0, 2.0), 1.0, 0.5)
+        >>> tm.round_time_s({"a": 1, "b": 2}, local_steps=1)  # 1 + 1.5·1 + 2.5·2
         7.5
         """
         counts = self._counts(kept)

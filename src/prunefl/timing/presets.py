@@ -126,7 +126,9 @@ def preset_time_model(preset: str, model_name: str, layer_names: Sequence[str]) 
         raise ConfigError(f"unknown time-model preset {preset!r}; expected one of {sorted(_PRESETS)}")
     models = _PRESETS[preset]
     if model_name not in models:
-        raise ConfigError(f"preset {preset!r} has no constants for model {model_name!r}; expected one of {list(models)}")
+        raise ConfigError(
+            f"preset {preset!r} has no constants for model {model_name!r}; expected one of {list(models)}"
+        )
     constants = models[model_name]
     names = tuple(layer_names)
     if len(names) != len(constants.compute_s_per_weight_per_step):

@@ -1,0 +1,68 @@
+"""FL reconfiguration schedule and its application to the server (spec §3.5-3.6, §12 item 9)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from prunefl.fl.server import RoundUpdate, Server, ServerSettings
+from prunefl.pruning.adaptive import AdaptivePruning, AdaptiveSettings, fixed_importance, objective_time_model
+from prunefl.timing.clock import DeviceProfile
+from prunefl.timing.model import TimeModel
+
+TM = TimeModel(("w",), (1e-6,), 1e-3, 1e-3)
+
+
+def test_reconfigures_at_rounds_50_100_150() -> None:
+    # Prepare
+    policy = AdaptivePruning(AdaptiveSettings(total_rounds=200, local_steps=5), [DeviceProfile(TM)])
+    # Execute
+    rounds = [r for r in range(200) if policy.upload_importance(r)]
+    # Assert
+    assert rounds == [50, 100, 150]
+
+
+def test_accuracy_trigger_starts_at_next_interval_boundary() -> None:
+    # Prepare
+    s = AdaptiveSettings(total_rounds=300, local_steps=5, reconfig_start="accuracy", reconfig_start_accuracy=0.6)
+    policy = AdaptivePruning(s, [DeviceProfile(TM)])
+    # Execute
+    policy.observe({"round": 9, "test-accuracy": 0.5})
+    before = [r for r in range(300) if policy.upload_importance(r)]
+    policy.observe({"round": 59, "test-accuracy": 0.65})
+    after = [r for r in range(300) if policy.upload_importance(r)]
+    # Assert: nothing before the trigger; after accuracy at round 59 the next boundary is round 100
+    assert before == []
+    assert after == [100, 150, 200, 250]
+
+
+def test_objective_uses_slowest_selected_device() -> None:
+    # Prepare
+    fast, slow = DeviceProfile(TM, compute_scale=1.0), DeviceProfile(TM, compute_scale=4.0)
+    masks = {"w": torch.ones(10, dtype=torch.bool)}
+    # Execute
+    tm = objective_time_model([fast, slow], masks, 5)
+    # Assert
+    assert tm.constant_s_per_step == 4e-3 and tm.compute_s_per_weight_per_step == (4e-6,)
+
+
+def test_fixed_importance_sums_non_prunable_parameters() -> None:
+    imp = {"w": torch.tensor([5.0, 5.0]), "b": torch.tensor([1.0, 2.0]), "bn.weight": torch.tensor([3.0])}
+    assert fixed_importance(imp, {"w": torch.ones(2, dtype=torch.bool)}) == 6.0
+
+
+def test_after_aggregate_replaces_server_masks_and_records() -> None:
+    # Prepare: 10 weights in use; δ(50) = 0.35·0.5^(50/10000) ≈ 0.349 -> q = 3, so |w| = 0, 1, 2 are removed and,
+    # with zero importance (ρ = 0, not strictly above S/T), not re-added
+    w = torch.arange(10, dtype=torch.float32)
+    server = Server({"w": w.clone(), "b": torch.zeros(1)}, {"w": torch.ones(10, dtype=torch.bool)},
+                    ServerSettings(1, 1, 5, 2, 0.1))
+    imp = {"w": torch.tensor([0, 0, 0] + [1.0] * 7, dtype=torch.float64), "b": torch.tensor([1.0], dtype=torch.float64)}
+    policy = AdaptivePruning(AdaptiveSettings(total_rounds=100, local_steps=5, max_decrease=0.35), [DeviceProfile(TM)])
+    # Execute
+    rec = policy.after_aggregate(50, server, RoundUpdate(0.0, 10, imp), [0])
+    # Assert
+    assert rec is not None and rec["removed"] == {"w": 3} and rec["added"] == {"w": 0}
+    assert server.masks["w"].tolist() == [False] * 3 + [True] * 7
+    assert np.isclose(rec["density-after"], 0.7)
+    assert policy.after_aggregate(51, server, RoundUpdate(0.0, 10, None), [0]) is None
