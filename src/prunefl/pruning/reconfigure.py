@@ -78,8 +78,11 @@ def reconfigure(
     """Compute the next masks: remove small in-use weights (≤ δ per layer), then add by importance per second.
 
     Pure function: the inputs are not modified. Implements spec §3.3 (candidate split) and §3.4 (greedy
-    addition) exactly, with the density cap of §3.10; the result equals the sequential heap procedure
-    (:func:`prunefl.pruning.reference.reconfigure_reference`) element for element, ties included.
+    addition) exactly, with the density cap of §3.10. The masks equal those of the sequential heap procedure
+    (:func:`prunefl.pruning.reference.reconfigure_reference`) element for element, ties included; the only
+    possible difference is where a candidate's ρ equals the running ratio S/T to within the float64 rounding of
+    the two solvers' differently ordered sums (never when those sums are exact). Cost: O(|J|) passes and
+    selections, no sort of the candidates; no Python loop over weights.
 
     Per layer l, with IU_l the weights in use: q_l = ⌊δ·|IU_l|⌋; τ_l = element q_l (0-based) of the ascending
     sort of |w| over IU_l; A_l = {|w| ≥ τ_l} must stay; the rest of IU_l and every pruned weight are candidates.

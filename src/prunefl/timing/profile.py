@@ -302,8 +302,8 @@ def measure_step_times(
 
     Changes torch's thread count to ``settings.threads`` (if > 0) while measuring and restores it; the global
     torch generator is left as it was. Inputs are synthetic (standard normal, uniform labels): data loading is
-    not part of the measurement, as in nanoGPT's ``bench.py``. Before each configuration the weights are reset
-    to their initial values, so zeroed weights of an earlier mask do not carry over.
+    not part of the measurement, as in nanoGPT's ``bench.py``. Before each visit the weights are reset to their
+    initial values, so zeroed weights of an earlier mask do not carry over.
 
     Parameters
     ----------
@@ -356,7 +356,8 @@ def measure_step_times(
         samples: list[list[float]] = [[] for _ in configs]
         kept: list[dict[str, int]] = [{} for _ in configs]
         for done, (index, n_timed) in enumerate(visits, start=1):
-            # Same (seed, index) → same masks on every visit; regenerating is cheaper than holding them all.
+            # Same (seed, index) → same masks on every visit; regenerating costs untimed seconds, holding them
+            # all would cost memory (ResNet-18: 28 configurations × 11 M bools).
             masks = _random_masks(model, configs[index], settings.seed, index)
             model.load_state_dict(initial_state)
             set_masks_(model, masks)
