@@ -1,4 +1,4 @@
-"""Command-line interface: ``prunefl run | report``.
+"""Command-line interface: ``prunefl run | compare | report | profile``.
 
 Only this module prints, sets up logging handlers and owns the progress bar.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prunefl.errors import PruneFLError
+from prunefl.timing.profile_cli import add_profile_parser
 
 __all__ = ["main"]
 
@@ -64,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dirs", nargs="+", help="run folders")
     rep.add_argument("--out", default=None, help="folder for the comparison (default: the first run's parent/compare)")
     rep.set_defaults(func=_cmd_report)
+
+    add_profile_parser(sub)
     return parser
 
 

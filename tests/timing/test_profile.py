@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from prunefl.errors import ConfigError
+from prunefl.models import MODEL_NAMES
 from prunefl.sparse.masks import get_masks, prunable_parameters
 from prunefl.timing.model import TimeModel
 from prunefl.timing.profile import (
@@ -31,6 +33,7 @@ from prunefl.timing.profile import (
     prunable_sizes,
     save_profile,
 )
+from prunefl.timing import profile_cli
 from prunefl.timing.profile_cli import add_profile_parser, default_profile_path
 
 LAYERS = ("conv.weight", "fc1.weight", "fc2.weight")
@@ -383,6 +386,15 @@ def test_cli_profile_unknown_model_raises_config_error(tmp_path: Path) -> None:
     args = profile_parser().parse_args(["profile", "--model", "gpt2", "--out", str(tmp_path / "p.json")])
     with pytest.raises(ConfigError, match="model must be one of"):
         args.func(args)
+
+
+def test_cli_help_defaults_match_profile_settings() -> None:
+    # the parser quotes the defaults without importing torch; they must not drift from ProfileSettings
+    defaults = {f.name: f.default for f in dataclasses.fields(ProfileSettings)}
+    assert {k: defaults[k] for k in profile_cli._HELP_DEFAULTS} == profile_cli._HELP_DEFAULTS
+    profile = add_profile_parser(argparse.ArgumentParser().add_subparsers())
+    model_help = next(action.help for action in profile._actions if action.dest == "model")
+    assert all(name in str(model_help) for name in MODEL_NAMES)
 
 
 def test_default_profile_path_names_model_and_host() -> None:

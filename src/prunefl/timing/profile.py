@@ -424,7 +424,8 @@ def fit_time_model(
     ss_res = float(np.sum((measured - predicted) ** 2))
     ss_tot = float(np.sum((measured - measured.mean()) ** 2))
     if ss_tot > 0:
-        r_squared = 1.0 - ss_res / ss_tot
+        # t0 = mean, a = 0 is feasible, so the optimum has SS_res <= SS_tot: R² >= 0 up to round-off (-1e-16)
+        r_squared = max(0.0, 1.0 - ss_res / ss_tot)
     else:  # every measurement equal: R² is undefined; call an exact fit perfect and anything else useless
         r_squared = 1.0 if ss_res == 0 else 0.0
     time_model = TimeModel(

@@ -2,26 +2,39 @@
 
 ``cli.py`` registers it with ``add_profile_parser(sub)``. Like ``cli.py``, this module prints and owns the
 progress bar; the measuring and fitting are in :mod:`prunefl.timing.profile`, whose ``ProfileSettings`` documents
-every option.
+every option. That module (and torch) is imported only when the command runs, so building the parser for
+``prunefl --help`` stays fast; the defaults quoted in the help are checked against ``ProfileSettings`` by a test.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prunefl.errors import ConfigError
-from prunefl.models import MODEL_NAMES
-from prunefl.timing.profile import FitResult, ProfileSettings, prunable_sizes, run_profile
+
+if TYPE_CHECKING:
+    from prunefl.timing.profile import FitResult, ProfileSettings
 
 __all__ = ["add_profile_parser", "cmd_profile", "default_profile_path", "format_profile_table", "settings_from_args"]
 
-_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ProfileSettings)}  # help texts quote them
+# ProfileSettings defaults quoted in the help; literal so the parser needs no torch (a test keeps them equal).
+_HELP_DEFAULTS: dict[str, Any] = {
+    "batch_size": 20,
+    "threads": 0,
+    "densities": (1.0, 0.5, 0.2, 0.05),
+    "n_configs": 24,
+    "repeats": 10,
+    "passes": 2,
+    "burn_in": 2,
+    "seed": 0,
+    "uplink_bytes_per_s": 1e6,
+    "downlink_bytes_per_s": 1e6,
+}
 _MASKED_DENSE_NOTE = (
     "\nnote: masked dense kernels do the full work at any density, so a_l ~ 0 and t0 ~ the dense step time are\n"
     "the honest fit on this backend; a sparse-kernel backend is where a_l > 0 (spec §4.2, §10 item 9)."
@@ -58,26 +71,31 @@ def add_profile_parser(subparsers: Any) -> argparse.ArgumentParser:
         "step_s = t0 + sum_l a_l * kept_l by non-negative least squares, print the fit and write a JSON profile "
         "for `timing.profile` (spec §10 item 9).",
     )
-    p.add_argument("--model", required=True, help=f"model to profile: {', '.join(MODEL_NAMES)}")
-    p.add_argument("--batch", default=None, help=f"examples per local step (default: {_DEFAULTS['batch_size']})")
-    p.add_argument("--threads", default=None, help="torch threads while measuring; 0 leaves torch's (default: 0)")
+    p.add_argument("--model", required=True, help="model to profile: conv2, conv4, vgg11, resnet18, digits-cnn, mlp")
+    p.add_argument("--batch", default=None,
+                   help=f"examples per local step (default: {_HELP_DEFAULTS['batch_size']})")
+    p.add_argument("--threads", default=None, help=f"torch threads while measuring; 0 leaves torch's "
+                   f"(default: {_HELP_DEFAULTS['threads']})")
     p.add_argument("--out", default=None, help="profile file to write (default: profiles/<model>-<hostname>.json)")
     p.add_argument(
         "--densities",
         default=None,
         help="comma-separated per-layer densities to sample (default: "
-        + ",".join(f"{d:g}" for d in _DEFAULTS["densities"])
+        + ",".join(f"{d:g}" for d in _HELP_DEFAULTS["densities"])
         + ")",
     )
     p.add_argument("--configs", default=None, help=f"random per-layer configurations on top of one per density "
-                   f"(default: {_DEFAULTS['n_configs']})")
+                   f"(default: {_HELP_DEFAULTS['n_configs']})")
     p.add_argument("--repeats", default=None, help=f"timed steps per configuration, median taken "
-                   f"(default: {_DEFAULTS['repeats']})")
+                   f"(default: {_HELP_DEFAULTS['repeats']})")
     p.add_argument("--passes", default=None, help=f"visits per configuration the repeats are spread over "
-                   f"(default: {_DEFAULTS['passes']})")
-    p.add_argument("--burn-in", default=None, help=f"untimed steps per configuration (default: {_DEFAULTS['burn_in']})")
-    p.add_argument("--bandwidth", default=None, help="link bandwidth in bytes/s, both directions, for b (default: 1e6)")
-    p.add_argument("--seed", default=None, help=f"seed of weights, batches and masks (default: {_DEFAULTS['seed']})")
+                   f"(default: {_HELP_DEFAULTS['passes']})")
+    p.add_argument("--burn-in", default=None,
+                   help=f"untimed steps per visit of a configuration (default: {_HELP_DEFAULTS['burn_in']})")
+    p.add_argument("--bandwidth", default=None, help=f"link bandwidth in bytes/s, both directions, for b "
+                   f"(default: {_HELP_DEFAULTS['uplink_bytes_per_s']:g})")
+    p.add_argument("--seed", default=None,
+                   help=f"seed of weights, batches and masks (default: {_HELP_DEFAULTS['seed']})")
     p.add_argument("--num-classes", default=None, help="output classes (default: the model's data set)")
     p.add_argument("--input-shape", default=None, help="C,H,W of one example (default: the model's data set)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -108,6 +126,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     >>> code, "t0 (s/step)" in printed.getvalue()
     (0, True)
     """
+    from prunefl.timing.profile import prunable_sizes, run_profile
+
     settings = settings_from_args(args)
     out = Path(args.out) if args.out else default_profile_path(settings.model)
     bar, progress = (None, None) if args.no_progress else _progress_bar(settings.model)
@@ -139,6 +159,8 @@ def settings_from_args(args: argparse.Namespace) -> ProfileSettings:
     >>> s.batch_size, s.densities, s.uplink_bytes_per_s
     (10, (1.0, 0.1), 2000000.0)
     """
+    from prunefl.timing.profile import ProfileSettings
+
     options: dict[str, Any] = {}
     for flag, field_name, parse in (
         ("batch", "batch_size", _parse_int),
@@ -177,7 +199,7 @@ def format_profile_table(fit: FitResult, settings: ProfileSettings, sizes: dict[
 
     Examples
     --------
-    >>> from prunefl.timing.profile import Measurement, fit_time_model
+    >>> from prunefl.timing.profile import Measurement, ProfileSettings, fit_time_model
     >>> rows = [Measurement({"w": d}, {"w": round(d * 10)}, 1.0 + d) for d in (1.0, 0.5, 0.2)]
     >>> text = format_profile_table(fit_time_model(rows, ["w"], 0.0), ProfileSettings("mlp"), {"w": 10})
     >>> "R²" in text and "all 0.5" in text
