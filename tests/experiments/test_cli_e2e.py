@@ -38,7 +38,8 @@ def test_run_writes_complete_results_folder(tmp_path: Path, capsys: pytest.Captu
     # Assert
     assert code == 0
     for name in ["config.toml", "metrics.jsonl", "summary.json", "checkpoint.safetensors", "checkpoint.json",
-                 "accuracy_vs_time.png", "accuracy_vs_round.png", "density_vs_time.png", "report.md"]:
+                 "plots/accuracy_vs_time.png", "plots/accuracy_vs_round.png", "plots/density_vs_time.png",
+                 "report.md"]:
         assert (out / name).is_file(), name
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [0, 1, 2, 3]
@@ -54,7 +55,7 @@ def test_run_writes_complete_results_folder(tmp_path: Path, capsys: pytest.Captu
     assert summary["final-accuracy"] == rows[-1]["test-accuracy"]
     cfg = tomllib.loads((out / "config.toml").read_text())
     assert cfg["fl"]["rounds"] == 4 and cfg["data"]["data_dir"] == str(data)
-    assert (out / "accuracy_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "plots" / "accuracy_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "results:" in capsys.readouterr().out
 
 
