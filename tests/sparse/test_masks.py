@@ -466,3 +466,17 @@ def test_layer_density_of_empty_mask_raises_naming_it() -> None:
     # Execute / Assert
     with pytest.raises(ValueError, match="'empty'"):
         layer_densities({"empty": torch.zeros(0, 3, dtype=torch.bool)})
+
+
+def test_only_restricts_masking_to_named_layers() -> None:
+    # Prepare: two layers, both with a pruned coordinate
+    model = nn.Sequential(nn.Linear(2, 1, bias=False), nn.Linear(1, 1, bias=False))
+    attach_masks(model, {"0.weight": torch.tensor([[True, False]]), "1.weight": torch.tensor([[False]])})
+    with torch.no_grad():
+        model[0].weight.fill_(3.0)
+        model[1].weight.fill_(5.0)
+    # Execute
+    apply_masks_(model, only={"0.weight"})
+    # Assert: only the named layer was masked
+    assert model[0].weight.tolist() == [[3.0, 0.0]]
+    assert model[1].weight.tolist() == [[5.0]]

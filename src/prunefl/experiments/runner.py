@@ -283,5 +283,7 @@ def _run_initial_pruning(
         "stop-reason": result.stop_reason,
         "reconfigurations": len(result.reconfigurations),
         "density": density(result.masks),
-        "sim-clock-s": clock[0],
+        "sim-clock-s": clock[0],  # what the clock was charged
+        "sim-compute-s": result.sim_compute_s,  # what IP cost the selected client, charged or not
+        "charged": p.charge_ip_time,
     }

@@ -44,7 +44,8 @@ def client_step(
     artefact 4·N_c·g_K² (``legacy_last_step``), for every parameter (spec §3.2, D4).
     """
     load_model_state_(model, ins.state, ins.masks)
-    apply_masks_(model)
+    partial = {name for name, m in ins.masks.items() if not np.all(m)}  # layers where masking changes anything
+    apply_masks_(model, partial)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = torch.optim.SGD([p for _, p in params], lr=ins.lr)
     tracking = ins.importance_mode != "off"
@@ -67,9 +68,9 @@ def client_step(
                 torch._foreach_add_(grad_sum, grads, alpha=2.0)
             else:
                 torch._foreach_add_(grad_sum, grads)  # explicit buffers: no aliasing of .grad
-        mask_gradients_(model)
+        mask_gradients_(model, partial)
         optimizer.step()
-        apply_masks_(model)
+        apply_masks_(model, partial)
         loss_sum += loss.detach()
     compute_wall_s = time.perf_counter() - start
     num_examples = ins.local_steps * ins.batch_size

@@ -11,7 +11,7 @@ for importance before the update is masked.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -197,7 +197,7 @@ def set_masks_(model: nn.Module, masks: Mapping[str, Tensor]) -> None:
         buffer.copy_(masks[name])
 
 
-def apply_masks_(model: nn.Module) -> None:
+def apply_masks_(model: nn.Module, only: Collection[str] | None = None) -> None:
     """Zero the pruned coordinates of every prunable weight of `model`.
 
     Modifies the weights of `model` in place under `torch.no_grad()`: one `mul_` by the mask per tensor.
@@ -208,6 +208,9 @@ def apply_masks_(model: nn.Module) -> None:
     ----------
     model : torch.nn.Module
         A model that went through `attach_masks`.
+    only : Collection[str] or None
+        Restrict to these prunable weights, e.g. the layers that have pruned coordinates at all, so a hot loop
+        skips the multiplications that cannot change anything (default: every prunable weight).
 
     Examples
     --------
@@ -221,11 +224,12 @@ def apply_masks_(model: nn.Module) -> None:
     tensor([[3., 0.]], requires_grad=True)
     """
     with torch.no_grad():
-        for _, parameter, mask in _masked_weights(model):
-            parameter.mul_(mask)
+        for name, parameter, mask in _masked_weights(model):
+            if only is None or name in only:
+                parameter.mul_(mask)
 
 
-def mask_gradients_(model: nn.Module) -> None:
+def mask_gradients_(model: nn.Module, only: Collection[str] | None = None) -> None:
     """Zero the gradient of every prunable weight of `model` at its pruned coordinates.
 
     Modifies `.grad` of the prunable weights in place (one `mul_` per tensor); weights without a gradient
@@ -236,6 +240,8 @@ def mask_gradients_(model: nn.Module) -> None:
     ----------
     model : torch.nn.Module
         A model that went through `attach_masks`.
+    only : Collection[str] or None
+        Restrict to these prunable weights, as in :func:`apply_masks_` (default: every prunable weight).
 
     Examples
     --------
@@ -247,8 +253,8 @@ def mask_gradients_(model: nn.Module) -> None:
     tensor([[5., 0.]])
     """
     with torch.no_grad():
-        for _, parameter, mask in _masked_weights(model):
-            if parameter.grad is not None:
+        for name, parameter, mask in _masked_weights(model):
+            if parameter.grad is not None and (only is None or name in only):
                 parameter.grad.mul_(mask)
 
 
