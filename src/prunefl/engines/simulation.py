@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -22,7 +22,7 @@ from prunefl.fl.batches import BatchStream
 from prunefl.fl.client import ClientState, client_step, load_model_state_
 from prunefl.fl.evaluate import evaluate
 from prunefl.fl.server import RoundUpdate, Server
-from prunefl.fl.wire_size import train_ins_nbytes, train_res_nbytes
+from prunefl.fl.transport import Transport
 from prunefl.sparse.masks import apply_masks_, density, kept_counts, layer_densities
 from prunefl.timing.clock import DeviceProfile, charge_client
 
@@ -72,6 +72,7 @@ class SimulationSetup:
     seed: int = 0
     policy: MaskPolicy | None = None
     start_sim_clock_s: float = 0.0
+    transport: Transport = field(default_factory=Transport)
 
 
 class SimulationEngine:
@@ -107,13 +108,15 @@ class SimulationEngine:
         upload = s.policy.upload_importance(r) if s.policy is not None else False
         clients, ins = server.configure_train(r, upload_importance=upload)
         kept = kept_counts(server.masks)
-        bytes_down = train_ins_nbytes(ins)
-        replies, charges = [], []
+        delivery = s.transport.deliver(ins, clients, server.mask_version)
+        replies, charges, bytes_up = [], [], []
         for cid in clients:
-            res = client_step(s.model, ins, self.clients[cid], s.dataset, s.loss_fn)
-            replies.append(res)
+            res = client_step(s.model, delivery.ins_by_client[cid], self.clients[cid], s.dataset, s.loss_fn)
+            received, n_up = s.transport.collect(res, ins.masks)
+            replies.append(received)
+            bytes_up.append(n_up)
             charges.append(
-                charge_client(s.devices[cid], kept, ins.local_steps, bytes_down, train_res_nbytes(res),
+                charge_client(s.devices[cid], kept, ins.local_steps, delivery.bytes_by_client[cid], n_up,
                               res.compute_wall_s, s.clock, s.comm)
             )
         update = server.aggregate_train(ins, replies)
@@ -128,8 +131,8 @@ class SimulationEngine:
             K.K_CLIENTS: clients,
             K.K_CLIENT_SIM_S: [c.total_s for c in charges],
             K.K_COMPUTE_WALL_S: [res.compute_wall_s for res in replies],
-            K.K_BYTES_DOWN: bytes_down * len(clients),
-            K.K_BYTES_UP: sum(train_res_nbytes(res) for res in replies),
+            K.K_BYTES_DOWN: sum(delivery.bytes_by_client.values()),
+            K.K_BYTES_UP: sum(bytes_up),
         }
         reconfig = s.policy.after_aggregate(r, server, update, clients) if s.policy is not None else None
         row[K.K_SIM_CLOCK_S] = self.sim_clock_s

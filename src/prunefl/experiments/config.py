@@ -205,6 +205,14 @@ class TimingConfig:
         run seed (default: 0.0).
     bandwidth_scales : list of float
         Per-client bandwidth multipliers for ``comm = "link"``; empty means alike (default: []).
+    wire_level : int
+        zstd level of the wire codec's sections, 0 for none. Compression saves ~15 % of the bytes of float
+        values and costs ~50 ms per 26 MB message on a 2-core CPU (default: 0).
+    wire_values_dtype : {"float32", "float16"}
+        Wire type of kept weight values (default: "float32").
+    wire_importance_dtype : {"float32", "float16"}
+        Wire type of the importance upload of reconfiguration rounds, the largest message: dense squared
+        gradients of every parameter (default: "float32").
     """
 
     preset: str = "rpi_official"
@@ -217,8 +225,12 @@ class TimingConfig:
     compute_scales: tuple[float, ...] = ()
     compute_scale_sigma: float = 0.0
     bandwidth_scales: tuple[float, ...] = ()
+    wire_level: int = 0
+    wire_values_dtype: Literal["float32", "float16"] = "float32"
+    wire_importance_dtype: Literal["float32", "float16"] = "float32"
 
     def __post_init__(self) -> None:
+        _check(0 <= self.wire_level <= 22, "timing.wire_level", self.wire_level, "must be in [0, 22] (0 = no compression)")
         _check(self.uplink_bytes_per_s > 0, "timing.uplink_bytes_per_s", self.uplink_bytes_per_s, "must be > 0")
         _check(self.downlink_bytes_per_s > 0, "timing.downlink_bytes_per_s", self.downlink_bytes_per_s, "must be > 0")
         _check(self.latency_s >= 0, "timing.latency_s", self.latency_s, "must be >= 0")

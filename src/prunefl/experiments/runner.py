@@ -19,6 +19,7 @@ from prunefl.experiments.config import RunConfig
 from prunefl.experiments.results import ResultsWriter, save_checkpoint, summarize
 from prunefl.fl.losses import make_loss
 from prunefl.fl.server import Server, ServerSettings
+from prunefl.fl.transport import Transport, WireSettings
 from prunefl.models import build_model
 from prunefl.models.init import apply_init_
 from prunefl.fl import messages as K
@@ -125,6 +126,7 @@ def build_simulation(config: RunConfig, dataset: ArrayDataset) -> SimulationSetu
         clock=t.clock,
         comm=t.comm,
         seed=seed,
+        transport=Transport(WireSettings(t.wire_level or None, t.wire_values_dtype, t.wire_importance_dtype)),
     )
 
 

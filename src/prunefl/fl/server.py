@@ -67,8 +67,19 @@ class Server:
 
     def __init__(self, state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], settings: ServerSettings):
         self.state = state
-        self.masks = masks
+        self._masks = masks
         self.settings = settings
+        self.mask_version = 0  # bumped whenever the masks are replaced, so transports know when to resend them
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Bool mask per prunable weight."""
+        return self._masks
+
+    @masks.setter
+    def masks(self, value: dict[str, torch.Tensor]) -> None:
+        self._masks = value
+        self.mask_version += 1
 
     def configure_train(self, round: int, upload_importance: bool = False) -> tuple[list[int], TrainIns]:
         """Pick this round's clients and build the instruction they all receive."""
