@@ -20,12 +20,13 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from prunefl.pruning import max_decrease, reconfigure, reconfigure_reference
+from prunefl.pruning import Reconfiguration, max_decrease, reconfigure, reconfigure_reference
 from prunefl.timing import preset_time_model
 
 # Prunable weight shapes in model order (spec §6); hard-coded so the benchmark does not depend on prunefl.models.
@@ -93,22 +94,24 @@ def make_instance(size: str, density: float, seed: int) -> dict:
     }
 
 
-def time_runs(fn, kwargs: dict, repeats: int, burn_in: int) -> tuple[list[float], list[float], object]:
+def time_runs(
+    fn: Callable[..., Reconfiguration], kwargs: dict, repeats: int, burn_in: int
+) -> tuple[list[float], list[float], Reconfiguration]:
     """Time ``repeats`` calls after ``burn_in`` untimed ones: wall (perf_counter) and process CPU seconds.
 
     CPU time is recorded beside wall time because a shared machine inflates the wall time of multi-threaded
     torch ops (threads wait for a busy core) while the work done stays the same.
     """
-    result = None
     for _ in range(burn_in):
-        result = fn(**kwargs)
-    wall, cpu = [], []
+        fn(**kwargs)
+    wall: list[float] = []
+    cpu: list[float] = []
     for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
         result = fn(**kwargs)
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
-    return wall, cpu, result
+    return wall, cpu, result  # repeats >= 1, checked in main()
 
 
 def cpu_model() -> str:
@@ -135,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes, args.repeats, args.heap_repeats = "tiny-conv2,tiny-resnet18", 1, 1
+    if args.repeats < 1 or args.heap_repeats < 1:
+        parser.error(f"--repeats and --heap-repeats must be >= 1, got {args.repeats}, {args.heap_repeats}")
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:

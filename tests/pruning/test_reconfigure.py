@@ -228,6 +228,26 @@ def test_reconfigure_low_precision_tensors_match_reference(dtype: torch.dtype) -
     assert out.masks["w"].tolist() == ref.masks["w"].tolist() == [True, True, False, True, True, True]
 
 
+@settings(max_examples=60, deadline=None)
+@given(case=cases(), delta=deltas, cap=caps, legacy=st.booleans())
+def test_reconfigure_torch_code_path_matches_numpy_code_path(
+    case: Case, delta: float, cap: float | None, legacy: bool
+) -> None:
+    # Prepare: GPUs run the torch spelling of every helper; run it on CPU tensors here and compare
+    kwargs = case.kwargs(max_decrease=delta, density_cap=cap, legacy_cap_off_by_one=legacy)
+    try:
+        on_numpy = reconfigure(**kwargs)
+    except ConfigError:
+        return  # degenerate instance, refused by both paths alike
+    # Execute
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reconfigure_module, "_CPU_BACKEND", "torch")
+        on_torch = reconfigure(**kwargs)
+    # Assert
+    assert all(torch.equal(on_torch.masks[n], on_numpy.masks[n]) for n in case.masks)
+    assert on_torch.objective_after == pytest.approx(on_numpy.objective_after, rel=1e-12)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_reconfigure_on_cuda_matches_cpu() -> None:
     # Prepare: the torch.nonzero / torch.kthvalue branches run on the device
@@ -298,6 +318,7 @@ def _valid() -> dict:
         (dict(density_cap=1.5), "density_cap"),  # cap above 1
         (dict(fixed_importance=-1.0), "fixed_importance"),  # negative S_fix
         (dict(local_steps=0), "local_steps"),  # no local step
+        (dict(masks={"w": b(1, 1, 0).to("meta")}), "one device"),  # mask on another device than its weights
         (dict(time_model=TimeModel(("w",), (0.0,), 1.0, 0.0)), "t_l = K·a_l \\+ b must be > 0"),  # free weights
         (dict(time_model=TimeModel(("w",), (0.0,), 0.0, 1.0), max_decrease=1.0), "round time of the must-keep set"),
     ],

@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Real
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ _BAND_RTOL = 1e-6
 # Newton (Dinkelbach) steps before falling back to a sort of the remaining candidates. Each step strictly shrinks
 # the active set and convergence is superlinear; 3–8 steps are typical, so the fallback is a safety net only.
 _MAX_NEWTON_STEPS = 64
+# Array library for tensors on the CPU: "numpy" (default, see `reconfigure`) or "torch" (the code path of
+# other devices; tests switch to it to exercise that path without a GPU).
+_CPU_BACKEND = "numpy"
 
 
 @dataclass(frozen=True)
@@ -142,10 +146,15 @@ def reconfigure(
     _check_positive_times(names, t_np)
     c = time_model.constant_round_s(local_steps)
     t_per_layer = [float(x) for x in t_np]
+    # CPU tensors are processed as numpy views: single-threaded, so a busy machine cannot stall it in OpenMP
+    # barriers (2-thread torch took 0.5–2 s instead of 0.06 s for 11 M weights on a shared 2-core box), and
+    # np.flatnonzero / np.partition are ~10x faster than their torch counterparts there.
+    use_numpy = _CPU_BACKEND == "numpy" and masks[names[0]].device.type == "cpu"
 
     # ---- §3.3 candidate split, one layer at a time (a loop over ~20 layers, never over weights) -----------
     layers = [
-        _split_layer(name, weights[name], masks[name], importance[name], max_decrease) for name in names
+        _split_layer(name, *_flat_arrays(weights[name], masks[name], importance[name], use_numpy), max_decrease)
+        for name in names
     ]
     n_total = sum(layer.n_total for layer in layers)
     n_keep_total = sum(layer.n_keep for layer in layers)
@@ -177,12 +186,13 @@ def reconfigure(
     above = pool.rho > theta * (1.0 + _BAND_RTOL)
     band = (pool.rho > theta * (1.0 - _BAND_RTOL)) & ~above
     above_pos = _flatnonzero(above)
-    n_above = int(above_pos.numel())
-    s_above = s_keep + float(pool.s.index_select(0, above_pos).sum())
-    t_above = t_keep + float(pool.t.index_select(0, above_pos).sum())
+    n_above = len(above_pos)
+    s_above = s_keep + _sum64(_take(pool.s, above_pos))
+    t_above = t_keep + _sum64(_take(pool.t, above_pos))
     band_pos = _flatnonzero(band)  # ascending = (layer, flat index) order
-    band_pos = band_pos[torch.sort(pool.rho[band_pos], descending=True, stable=True).indices]
-    n_band = _sequential_prefix(pool.rho[band_pos], pool.s[band_pos], pool.t[band_pos], s_above, t_above)
+    band_pos = _take(band_pos, _argsort_descending_stable(_take(pool.rho, band_pos)))
+    n_band = _sequential_prefix(_take(pool.rho, band_pos), _take(pool.s, band_pos), _take(pool.t, band_pos),
+                                s_above, t_above)
     n_greedy = n_above + n_band
 
     # ---- §3.10 density cap: truncate the greedy prefix (a heuristic under the cap, reproduced as is) ------
@@ -192,12 +202,11 @@ def reconfigure(
         cap_count = math.floor(density_cap * n_total) + (1 if legacy_cap_off_by_one else 0)
         n_add = min(n_greedy, max(0, cap_count - n_keep_total))
 
-    chosen = torch.zeros_like(above)
     if n_add >= n_above:
-        chosen |= above
+        chosen = _copy(above)
         chosen[band_pos[: n_add - n_above]] = True
-    elif n_add > 0:
-        chosen[_first_in_order(pool.rho, above, n_add)] = True
+    else:
+        chosen = _first_in_order(pool.rho, above, n_add)
 
     # ---- build the result --------------------------------------------------------------------------------
     new_masks: dict[str, torch.Tensor] = {}
@@ -206,25 +215,25 @@ def reconfigure(
     kept_before: dict[str, int] = {}
     kept_after: dict[str, int] = {}
     chosen_pos = _flatnonzero(chosen)
-    s_added = float(pool.s.index_select(0, chosen_pos).sum())
-    t_added = float(pool.t.index_select(0, chosen_pos).sum())
+    s_added = _sum64(_take(pool.s, chosen_pos))
+    t_added = _sum64(_take(pool.t, chosen_pos))
     for i, layer in enumerate(layers):
         lo, hi = pool.offsets[i], pool.offsets[i + 1]
         # Flat indices of this layer's chosen candidates; those in use before were removed by magnitude and
         # re-added by importance, so they count neither as removed nor as added.
-        idx = pool.flat_index.index_select(0, lo + _flatnonzero(chosen[lo:hi]))
-        flat = layer.keep.clone()
+        idx = _take(pool.flat_index, lo + _flatnonzero(chosen[lo:hi]))
+        flat = _copy(layer.keep)
         flat[idx] = True
-        n_readded = int(layer.old_mask.index_select(0, idx).sum())
-        n_regrown = int(idx.numel()) - n_readded
+        n_readded = _count(_take(layer.old_mask, idx))
+        n_regrown = len(idx) - n_readded
         n_removed = layer.n_in_use - layer.n_keep - n_readded
         # Invariants of §3.3: removals come from IU only and never exceed q_l.
         assert 0 <= n_removed <= layer.n_in_use - layer.n_keep <= layer.max_removals
-        new_masks[layer.name] = flat.reshape(layer.shape)
+        new_masks[layer.name] = _as_mask(flat, masks[layer.name])
         removed[layer.name] = n_removed
         added[layer.name] = n_regrown
         kept_before[layer.name] = layer.n_in_use
-        kept_after[layer.name] = layer.n_keep + int(idx.numel())
+        kept_after[layer.name] = layer.n_keep + len(idx)
     n_after = sum(kept_after.values())
     if density_cap is not None:
         assert n_add <= max(0, cap_count - n_keep_total)
@@ -257,19 +266,23 @@ def reconfigure(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Private helpers
+# Private helpers. Flat 1-D arrays are numpy arrays (CPU) or torch tensors (other devices); the _take, _sum64, ...
+# shims below give both the same spelling, so the algorithm is written once.
 # ---------------------------------------------------------------------------------------------------------------
+
+# numpy.ndarray (CPU) or torch.Tensor (other devices). Any rather than the union: the algorithm is written once
+# against the operators both share, which mypy cannot match across the two libraries' overloads.
+Array: TypeAlias = Any
 
 
 @dataclass(frozen=True)
 class _LayerSplit:
-    """Candidate split of one layer (spec §3.3); flat tensors have shape ``(n_total,)``."""
+    """Candidate split of one layer (spec §3.3); flat arrays have shape ``(n_total,)``."""
 
     name: str
-    shape: torch.Size
-    old_mask: torch.Tensor  # bool, IU_l
-    keep: torch.Tensor  # bool, A_l
-    importance: torch.Tensor  # s_l, caller's dtype
+    old_mask: Array  # bool, IU_l
+    keep: Array  # bool, A_l
+    importance: Array  # s_l, caller's dtype (bfloat16 widened to float32)
     n_total: int
     n_in_use: int
     n_keep: int
@@ -282,31 +295,42 @@ class _LayerSplit:
 class _Pool:
     """Candidates that may be added, flattened over layers in (layer, flat index) order; shapes ``(n_pool,)``."""
 
-    rho: torch.Tensor  # float64, s / t_l
-    s: torch.Tensor  # float64
-    t: torch.Tensor  # float64, t_l of the element's layer
-    flat_index: torch.Tensor  # int64, index into the layer's flattened tensor
+    rho: Array  # float64, s / t_l
+    s: Array  # float64
+    t: Array  # float64, t_l of the element's layer
+    flat_index: Array  # int64, index into the layer's flattened tensor
     offsets: list[int]  # layer i owns pool[offsets[i]:offsets[i + 1]]
 
 
-def _split_layer(
-    name: str, weight: torch.Tensor, mask: torch.Tensor, importance: torch.Tensor, max_decrease: float
-) -> _LayerSplit:
+def _flat_arrays(
+    weight: torch.Tensor, mask: torch.Tensor, importance: torch.Tensor, use_numpy: bool
+) -> tuple[Array, Array, Array]:
+    """Return flat (weights, mask, importance), as numpy views of CPU tensors when ``use_numpy``."""
+    flats = [x.detach().reshape(-1) for x in (weight, mask, importance)]
+    if not use_numpy:
+        return flats[0], flats[1], flats[2]
+    # numpy has no bfloat16; widening to float32 is exact and keeps the magnitude ranking and every sum.
+    w, m, s = (x.float() if x.dtype == torch.bfloat16 else x for x in flats)
+    return w.numpy(), m.numpy(), s.numpy()
+
+
+def _split_layer(name: str, w: Array, m: Array, s: Array, max_decrease: float) -> _LayerSplit:
     """Split one layer into must-keep weights and removal candidates (spec §3.3)."""
-    w = weight.detach().reshape(-1)
-    m = mask.reshape(-1)
-    s = importance.detach().reshape(-1)
+    if len(s):
+        low, high = _min_max(s)
+        if not (low >= 0.0 and math.isfinite(high)):  # NaN fails both comparisons
+            raise ConfigError(f"importance[{name!r}] must be finite and >= 0, got min {low}, max {high}")
     iu = _flatnonzero(m)  # flat indices of IU_l, (n_in_use,)
-    n_in_use = int(iu.numel())
+    n_in_use = len(iu)
     # int(δ·n) as in the official code (δ ≥ 0, so int() = floor).
     q = math.floor(max_decrease * n_in_use)
-    s_iu = s.index_select(0, iu)  # (n_in_use,)
-    s_in_use = float(s_iu.sum(dtype=torch.float64))
+    s_iu = _take(s, iu)  # (n_in_use,)
+    s_in_use = _sum64(s_iu)
     if q == 0:
         # q_l = 0 removes nothing; this also covers an empty IU_l, where τ_l is undefined (official crash).
         # `keep` aliases the caller's mask; it is only read, and copied before the new mask is built.
-        return _LayerSplit(name, mask.shape, m, m, s, int(m.numel()), n_in_use, n_in_use, q, s_in_use, s_in_use)
-    w_iu_abs = w.index_select(0, iu).abs_()  # |w| over IU_l, (n_in_use,)
+        return _LayerSplit(name, m, m, s, len(m), n_in_use, n_in_use, q, s_in_use, s_in_use)
+    w_iu_abs = abs(_take(w, iu))  # |w| over IU_l, (n_in_use,)
     if not math.isfinite(float(w_iu_abs.max())):  # max propagates NaN
         raise ConfigError(f"weights[{name!r}] has non-finite values at in-use positions; cannot rank by magnitude")
     if q >= n_in_use:  # δ = 1: element q does not exist; every in-use weight is a candidate (τ = +∞)
@@ -316,11 +340,10 @@ def _split_layer(
         # (|w| ≥ τ_l), so at most q_l weights are removed.
         tau = _kth_smallest(w_iu_abs, q)
         keep_pos = _flatnonzero(w_iu_abs >= tau)  # positions within IU_l
-    keep = torch.zeros_like(m)
-    keep[iu.index_select(0, keep_pos)] = True
-    s_keep = float(s_iu.index_select(0, keep_pos).sum(dtype=torch.float64))
-    n_keep = int(keep_pos.numel())
-    return _LayerSplit(name, mask.shape, m, keep, s, int(m.numel()), n_in_use, n_keep, q, s_in_use, s_keep)
+    keep = _zeros_like(m)
+    keep[_take(iu, keep_pos)] = True
+    s_keep = _sum64(_take(s_iu, keep_pos))
+    return _LayerSplit(name, m, keep, s, len(m), n_in_use, len(keep_pos), q, s_in_use, s_keep)
 
 
 def _collect_pool(layers: list[_LayerSplit], t_per_layer: list[float], theta0: float) -> _Pool:
@@ -333,17 +356,19 @@ def _collect_pool(layers: list[_LayerSplit], t_per_layer: list[float], theta0: f
     rhos, ss, ts, idxs, offsets = [], [], [], [], [0]
     for layer, t_l in zip(layers, t_per_layer, strict=True):
         s = layer.importance
-        eps = max(_BAND_RTOL, float(torch.finfo(s.dtype).eps)) if s.is_floating_point() else _BAND_RTOL
+        eps = max(_BAND_RTOL, _dtype_eps(s))
         # s > θ·t_l ⟺ ρ > θ; compared in the importance dtype (no float64 copy of the whole layer).
         threshold = theta0 * (1.0 - 4.0 * eps) * t_l
-        idx = _flatnonzero((s > threshold) & ~layer.keep)
-        s_c = s.index_select(0, idx).to(torch.float64)
+        candidate = s > threshold
+        candidate &= ~layer.keep
+        idx = _flatnonzero(candidate)
+        s_c = _as_float64(_take(s, idx))
         rhos.append(s_c / t_l)
         ss.append(s_c)
-        ts.append(torch.full_like(s_c, t_l))
+        ts.append(_full_like(s_c, t_l))
         idxs.append(idx)
-        offsets.append(offsets[-1] + int(idx.numel()))
-    return _Pool(torch.cat(rhos), torch.cat(ss), torch.cat(ts), torch.cat(idxs), offsets)
+        offsets.append(offsets[-1] + len(idx))
+    return _Pool(_concat(rhos), _concat(ss), _concat(ts), _concat(idxs), offsets)
 
 
 def _optimal_ratio(s0: float, t0: float, pool: _Pool) -> float:
@@ -355,78 +380,146 @@ def _optimal_ratio(s0: float, t0: float, pool: _Pool) -> float:
     masked dot products while most of the pool survives.
     """
     rho, s, t = pool.rho, pool.s, pool.t
-    theta = (s0 + float(s.sum())) / (t0 + float(t.sum()))
-    alive = torch.ones_like(rho, dtype=torch.bool)
-    n_alive = int(rho.numel())
+    theta = (s0 + _sum64(s)) / (t0 + _sum64(t))
+    alive = rho == rho  # all True (ρ is never NaN)
+    n_alive = len(rho)
     for _ in range(_MAX_NEWTON_STEPS):
         alive &= rho > theta
-        n_next = int(torch.count_nonzero(alive))
+        n_next = _count(alive)
         if n_next == n_alive:
             return theta
         n_alive = n_next
-        if 4 * n_alive < rho.numel():
+        if 4 * n_alive < len(rho):
             pos = _flatnonzero(alive)
-            rho, s, t = rho.index_select(0, pos), s.index_select(0, pos), t.index_select(0, pos)
-            alive = torch.ones_like(rho, dtype=torch.bool)
-            s_sum, t_sum = float(s.sum()), float(t.sum())
+            rho, s, t = _take(rho, pos), _take(s, pos), _take(t, pos)
+            alive = rho == rho
+            s_sum, t_sum = _sum64(s), _sum64(t)
         else:
-            weight = alive.to(rho.dtype)  # 0/1, so the dot products are masked float64 sums
-            s_sum, t_sum = float(torch.dot(weight, s)), float(torch.dot(weight, t))
+            weight = _as_float64(alive)  # 0/1, so the dot products are masked float64 sums
+            s_sum, t_sum = _dot(weight, s), _dot(weight, t)
         theta = (s0 + s_sum) / (t0 + t_sum)
     logger.debug("reconfigure: Newton did not settle in %d steps; sorting %d candidates", _MAX_NEWTON_STEPS, n_alive)
     pos = _flatnonzero(alive)
-    rho, s, t = rho.index_select(0, pos), s.index_select(0, pos), t.index_select(0, pos)
-    order = torch.sort(rho, descending=True, stable=True).indices
-    n = _sequential_prefix(rho[order], s[order], t[order], s0, t0)
-    return (s0 + float(s[order[:n]].sum())) / (t0 + float(t[order[:n]].sum()))
+    rho, s, t = _take(rho, pos), _take(s, pos), _take(t, pos)
+    order = _argsort_descending_stable(rho)
+    n = _sequential_prefix(_take(rho, order), _take(s, order), _take(t, order), s0, t0)
+    return (s0 + _sum64(_take(s, order[:n]))) / (t0 + _sum64(_take(t, order[:n])))
 
 
-def _sequential_prefix(rho: torch.Tensor, s: torch.Tensor, t: torch.Tensor, s_start: float, t_start: float) -> int:
+def _sequential_prefix(rho: Array, s: Array, t: Array, s_start: float, t_start: float) -> int:
     """Return the longest prefix length n with ρ_k·T_{k−1} > S_{k−1} for every k < n (spec §3.4 vectorised form).
 
     ``rho``, ``s``, ``t`` are float64 in greedy order; S and T are running sums from ``s_start``/``t_start``,
     accumulated left to right (a cumulative sum seeded with the start value) like the sequential loop.
     """
-    if rho.numel() == 0:
+    if len(rho) == 0:
         return 0
-    s_run = torch.cumsum(torch.cat([s.new_tensor([s_start]), s[:-1]]), dim=0)  # S_{k−1}, exclusive
-    t_run = torch.cumsum(torch.cat([t.new_tensor([t_start]), t[:-1]]), dim=0)  # T_{k−1}, exclusive
+    s_run = _concat([_full_like(s[:1], s_start), s[:-1]]).cumsum(0)  # S_{k−1}, exclusive
+    t_run = _concat([_full_like(t[:1], t_start), t[:-1]]).cumsum(0)  # T_{k−1}, exclusive
     fails = _flatnonzero(~(rho * t_run > s_run))
-    return int(fails[0]) if fails.numel() else int(rho.numel())
+    return int(fails[0]) if len(fails) else len(rho)
 
 
-def _first_in_order(rho: torch.Tensor, eligible: torch.Tensor, n: int) -> torch.Tensor:
-    """Return a bool mask of the first ``n`` eligible positions in (ρ desc, position asc) order, 1 ≤ n ≤ #eligible.
+def _first_in_order(rho: Array, eligible: Array, n: int) -> Array:
+    """Return a bool mask of the first ``n`` eligible positions in (ρ desc, position asc) order, 0 ≤ n ≤ #eligible.
 
     Selection instead of a sort: v = n-th largest ρ; take all ρ > v, then the earliest positions with ρ = v.
     """
-    values = rho.index_select(0, _flatnonzero(eligible))
-    v = _kth_smallest(values, values.numel() - n)  # n-th largest
+    if n == 0:
+        return _zeros_like(eligible)
+    values = _take(rho, _flatnonzero(eligible))
+    v = _kth_smallest(values, len(values) - n)  # n-th largest
     strictly = eligible & (rho > v)
     ties = eligible & (rho == v)
-    need = n - int(strictly.sum())
-    return strictly | (ties & (torch.cumsum(ties, dim=0) <= need))
+    need = n - _count(strictly)
+    return strictly | (ties & (ties.cumsum(0) <= need))
 
 
-def _flatnonzero(mask: torch.Tensor) -> torch.Tensor:
-    """Return the int64 indices of True entries of a 1-D bool tensor, ascending, on its device.
+def _flatnonzero(mask: Array) -> Array:
+    """Return the int64 indices of True entries of a 1-D bool array, ascending.
 
-    On CPU numpy's flatnonzero is about 8x faster than torch.nonzero (which also returns a 2-D tensor), and
-    ``x[indices]`` is about 10x faster than ``x[mask]``; this is the hot path of the whole reconfiguration.
+    On CPU this is numpy's flatnonzero, about 8x faster than torch.nonzero, and gathers use these indices
+    rather than boolean masks (``x[indices]`` is about 10x faster than ``x[mask]``).
     """
-    if mask.device.type == "cpu":
-        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    if isinstance(mask, np.ndarray):
+        return np.flatnonzero(mask)
     return torch.nonzero(mask).flatten()
 
 
-def _kth_smallest(values: torch.Tensor, k: int) -> float:
-    """Return element ``k`` (0-based) of the ascending sort of the 1-D tensor ``values``, 0 ≤ k < numel.
+def _take(x: Array, idx: Array) -> Array:
+    """Return ``x[idx]`` for a 1-D ``x`` and int64 indices."""
+    return x[idx] if isinstance(x, np.ndarray) else x.index_select(0, idx)
 
-    Selection in O(n): numpy's introselect on CPU (about 10x faster than torch.kthvalue there), kthvalue elsewhere.
+
+def _sum64(x: Array) -> float:
+    """Return the float64 sum of ``x`` (pairwise summation in both backends)."""
+    return float(x.sum(dtype=np.float64) if isinstance(x, np.ndarray) else x.sum(dtype=torch.float64))
+
+
+def _dot(x: Array, y: Array) -> float:
+    """Return the float64 dot product of two float64 vectors.
+
+    numpy: an elementwise product and a pairwise sum, not BLAS ddot, which may start threads of its own.
     """
-    if values.device.type == "cpu" and values.dtype in (torch.float16, torch.float32, torch.float64):
-        return float(np.partition(values.numpy(), k)[k])
+    return float(np.multiply(x, y).sum() if isinstance(x, np.ndarray) else torch.dot(x, y))
+
+
+def _count(mask: Array) -> int:
+    """Return the number of True entries of a bool array."""
+    return int(np.count_nonzero(mask) if isinstance(mask, np.ndarray) else torch.count_nonzero(mask))
+
+
+def _min_max(x: Array) -> tuple[float, float]:
+    """Return (min, max) of a non-empty array; NaN propagates."""
+    if isinstance(x, np.ndarray):
+        return float(x.min()), float(x.max())
+    low, high = torch.aminmax(x)
+    return float(low), float(high)
+
+
+def _kth_smallest(values: Array, k: int) -> float:
+    """Return element ``k`` (0-based) of the ascending sort of the 1-D ``values``, 0 ≤ k < len: a selection."""
+    if isinstance(values, np.ndarray):
+        return float(np.partition(values, k)[k])  # introselect, about 10x faster than kthvalue on CPU
     return float(torch.kthvalue(values, k + 1).values)
+
+
+def _argsort_descending_stable(x: Array) -> Array:
+    """Return the permutation sorting ``x`` descending; equal values keep their order."""
+    if isinstance(x, np.ndarray):
+        return np.argsort(-x, kind="stable")  # x ≥ 0 here, and −0.0 == 0.0, so negation keeps ties intact
+    return torch.sort(x, descending=True, stable=True).indices
+
+
+def _zeros_like(x: Array) -> Array:
+    return np.zeros_like(x) if isinstance(x, np.ndarray) else torch.zeros_like(x)
+
+
+def _copy(x: Array) -> Array:
+    return x.copy() if isinstance(x, np.ndarray) else x.clone()
+
+
+def _full_like(x: Array, value: float) -> Array:
+    return np.full_like(x, value) if isinstance(x, np.ndarray) else torch.full_like(x, value)
+
+
+def _as_float64(x: Array) -> Array:
+    return x.astype(np.float64) if isinstance(x, np.ndarray) else x.to(torch.float64)
+
+
+def _concat(parts: list[Array]) -> Array:
+    return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else torch.cat(parts)
+
+
+def _dtype_eps(x: Array) -> float:
+    """Return the machine epsilon of ``x``'s float dtype."""
+    return float(np.finfo(x.dtype).eps) if isinstance(x, np.ndarray) else float(torch.finfo(x.dtype).eps)
+
+
+def _as_mask(flat: Array, like: torch.Tensor) -> torch.Tensor:
+    """Return the flat bool array as a tensor with the shape and device of ``like``."""
+    tensor = torch.from_numpy(flat) if isinstance(flat, np.ndarray) else flat
+    return tensor.reshape(like.shape)
 
 
 def _check_inputs(
@@ -438,7 +531,10 @@ def _check_inputs(
     density_cap: float | None,
     fixed_importance: float,
 ) -> None:
-    """Raise ConfigError unless the inputs satisfy the preconditions of :func:`reconfigure`."""
+    """Raise ConfigError unless keys, dtypes, shapes, devices and scalars suit :func:`reconfigure`.
+
+    Importance values (finite, ≥ 0) are checked per layer in ``_split_layer``, on the arrays it uses anyway.
+    """
     if not names:
         raise ConfigError("the time model has no prunable layers; reconfigure needs at least one")
     expected = set(names)
@@ -460,14 +556,9 @@ def _check_inputs(
                 f"shapes of {name!r} differ: weights {tuple(w.shape)}, masks {tuple(m.shape)}, "
                 f"importance {tuple(s.shape)}"
             )
-        if not (w.device == m.device == s.device):
-            raise ConfigError(f"tensors of {name!r} are on different devices: {w.device}, {m.device}, {s.device}")
-        if s.numel():
-            low, high = torch.aminmax(s.detach())
-            if not (float(low) >= 0.0 and math.isfinite(float(high))):
-                raise ConfigError(
-                    f"importance[{name!r}] must be finite and >= 0, got min {float(low)}, max {float(high)}"
-                )
+    devices = {str(x.device) for mapping in (weights, masks, importance) for x in (mapping[n] for n in names)}
+    if len(devices) > 1:
+        raise ConfigError(f"all weights, masks and importance must be on one device, got {sorted(devices)}")
     if not (isinstance(max_decrease, Real) and math.isfinite(max_decrease) and 0.0 <= max_decrease <= 1.0):
         raise ConfigError(f"max_decrease must be in [0, 1], got {max_decrease!r}")
     if density_cap is not None and not (

@@ -213,6 +213,8 @@ def _split_by_sort(weight: torch.Tensor, mask: torch.Tensor, importance: torch.T
     w_abs = weight.detach().reshape(-1).abs().cpu().to(torch.float64).numpy()  # exact upcast: same ranking
     m = mask.reshape(-1).cpu().numpy().astype(bool)
     s = importance.detach().reshape(-1).cpu().to(torch.float64).numpy()
+    if not bool(np.all(np.isfinite(s) & (s >= 0))):
+        raise ConfigError("importance must be finite and >= 0")
     n_in_use = int(m.sum())
     q = int(max_decrease * n_in_use)
     if q == 0:  # also an empty layer
