@@ -96,7 +96,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from prunefl.experiments.config import METHODS, load_config
     from prunefl.experiments.results import new_run_dir
     from prunefl.experiments.runner import load_run_dataset, run_experiment
-    from prunefl.report import format_summary_table, plot_comparison, write_comparison_report
+    from prunefl.report import format_summary_table, format_targets_table, plot_comparison, write_comparison_report
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
@@ -122,6 +122,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     plot_comparison(dirs, out)
     report = write_comparison_report(dirs, out)
     print(format_summary_table([r.summary for r in results]))
+    print()
+    print(format_targets_table([r.summary for r in results]))
     print(f"comparison: {report}")
     return 0
 
@@ -191,9 +193,11 @@ def _fmt_seconds(s: float) -> str:
 
 
 def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
-    from prunefl.report import format_summary_table
+    from prunefl.report import format_summary_table, format_targets_table
 
     print(format_summary_table([summary]))
+    print()
+    print(format_targets_table([summary]))
     print(f"results: {run_dir}")
 
 

@@ -153,8 +153,8 @@ class SimulationEngine:
         )
         return row
 
-    def evaluate_global(self, indices: torch.Tensor | None = None) -> tuple[float, float]:
-        """Accuracy and loss of the current global model on the evaluation set."""
+    def evaluate_global(self, full_test_set: bool = False) -> tuple[float, float]:
+        """Accuracy and loss of the current global model on the evaluation subset (or the full test set)."""
         s = self.setup
         load_model_state_(
             s.model,
@@ -162,4 +162,4 @@ class SimulationEngine:
             {k: v.numpy() for k, v in s.server.masks.items()},
         )
         apply_masks_(s.model)
-        return evaluate(s.model, s.dataset, s.loss_fn, s.eval_indices if indices is None else indices)
+        return evaluate(s.model, s.dataset, s.loss_fn, None if full_test_set else s.eval_indices)

@@ -37,6 +37,8 @@ __all__ = [
     "K_ROUNDS",
     "K_FINAL_ACCURACY",
     "K_BEST_ACCURACY",
+    "K_FINAL_ACCURACY_FULL",
+    "K_FINAL_LOSS_FULL",
     "K_FINAL_DENSITY",
     "K_TARGETS",
     "K_TARGET_ACCURACY",
@@ -68,6 +70,8 @@ K_METHOD = "method"
 K_ROUNDS = "rounds"
 K_FINAL_ACCURACY = "final-accuracy"
 K_BEST_ACCURACY = "best-accuracy"
+K_FINAL_ACCURACY_FULL = "final-accuracy-full-test"  # final model on every test sample (when rounds used a subset)
+K_FINAL_LOSS_FULL = "final-loss-full-test"
 K_FINAL_DENSITY = "final-density"
 K_TARGETS = "targets"  # list of {target-accuracy, round, sim-clock-s, wall-s} (null where not reached)
 K_TARGET_ACCURACY = "target-accuracy"

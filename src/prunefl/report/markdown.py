@@ -19,6 +19,7 @@ from prunefl.fl.messages import (
     K_BYTES_UP,
     K_DENSITY,
     K_FINAL_ACCURACY,
+    K_FINAL_ACCURACY_FULL,
     K_FINAL_DENSITY,
     K_METHOD,
     K_RECONFIG,
@@ -238,12 +239,15 @@ def format_summary_table(summaries: Sequence[dict[str, Any]], labels: Sequence[s
         labels = [str(summary.get(K_METHOD, _MISSING)) for summary in summaries]
     elif len(labels) != len(summaries):
         raise ValueError(f"expected one label per summary ({len(summaries)}), got {len(labels)}: {list(labels)}")
-    header = ["run", "rounds", "final acc", "best acc", "density", "sim time", "wall time", "bytes up", "bytes down"]
+    full = any(summary.get(K_FINAL_ACCURACY_FULL) is not None for summary in summaries)
+    header = ["run", "rounds", "final acc", *(["full test"] if full else []), "best acc", "density", "sim time",
+              "wall time", "bytes up", "bytes down"]
     body = [
         [
             label,
             _fmt_int(summary.get(K_ROUNDS)),
             _fmt_accuracy(summary.get(K_FINAL_ACCURACY)),
+            *([_fmt_accuracy(summary.get(K_FINAL_ACCURACY_FULL))] if full else []),
             _fmt_accuracy(summary.get(K_BEST_ACCURACY)),
             _fmt_density(summary.get(K_FINAL_DENSITY)),
             _fmt_seconds(summary.get(K_SIM_CLOCK_S)),
@@ -257,6 +261,46 @@ def format_summary_table(summaries: Sequence[dict[str, Any]], labels: Sequence[s
     # First column (names) left-aligned, numbers right-aligned.
     lines = [
         "  ".join([row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))])
+        for row in [header, ["-" * w for w in widths], *body]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_targets_table(summaries: Sequence[dict[str, Any]], labels: Sequence[str] | None = None) -> str:
+    """Format time to each target accuracy as plain text: round and simulated time per run, and the speed-up.
+
+    The speed-up is the simulated time of the first ``fedavg`` run divided by the run's (``n.r.`` where a run
+    did not reach the target; empty without a ``fedavg`` run).
+
+    Examples
+    --------
+    >>> print(format_targets_table([
+    ...     {"method": "prunefl", "targets": [{"target-accuracy": 0.8, "round": 40, "sim-clock-s": 500.0}]},
+    ...     {"method": "fedavg", "targets": [{"target-accuracy": 0.8, "round": 45, "sim-clock-s": 2000.0}]},
+    ... ]))
+    target  run      round   sim time  speed-up
+    ------  -------  -----  ---------  --------
+       0.8  prunefl     40    500.0 s     4.00×
+       0.8  fedavg      45  2,000.0 s     1.00×
+    """
+    if labels is None:
+        labels = [str(summary.get(K_METHOD, _MISSING)) for summary in summaries]
+    baseline = next((s for s in summaries if s.get(K_METHOD) == "fedavg"), None)
+    header = ["target", "run", "round", "sim time", "speed-up"]
+    body = []
+    targets = sorted({float(t[K_TARGET_ACCURACY]) for s in summaries for t in s.get(K_TARGETS) or []})
+    for target in targets:
+        base_t = _target_entry(baseline, target).get(K_SIM_CLOCK_S) if baseline is not None else None
+        for label, summary in zip(labels, summaries, strict=True):
+            entry = _target_entry(summary, target)
+            t = entry.get(K_SIM_CLOCK_S)
+            speed = "" if base_t is None else (_NOT_REACHED if t is None else f"{base_t / t:.2f}×")
+            body.append([f"{target:g}", label, _fmt_int(entry.get(K_ROUND), _NOT_REACHED),
+                         _fmt_seconds(t, _NOT_REACHED), speed])
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = [
+        "  ".join([row[0].rjust(widths[0]), row[1].ljust(widths[1]),
+                   *(cell.rjust(w) for cell, w in zip(row[2:], widths[2:], strict=True))])
         for row in [header, ["-" * w for w in widths], *body]
     ]
     return "\n".join(line.rstrip() for line in lines)
@@ -279,6 +323,7 @@ def _run_report_lines(run: RunResults) -> Iterator[str]:
         [
             ["final accuracy", _fmt_accuracy(summary.get(K_FINAL_ACCURACY))],
             ["best accuracy", _fmt_accuracy(summary.get(K_BEST_ACCURACY))],
+            ["final accuracy, full test set", _fmt_accuracy(summary.get(K_FINAL_ACCURACY_FULL))],
             ["final density", _fmt_density(summary.get(K_FINAL_DENSITY))],
             ["simulated time", _fmt_seconds(summary.get(K_SIM_CLOCK_S))],
             ["wall time", _fmt_seconds(summary.get(K_WALL_S))],
