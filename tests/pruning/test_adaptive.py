@@ -66,3 +66,15 @@ def test_after_aggregate_replaces_server_masks_and_records() -> None:
     assert server.masks["w"].tolist() == [False] * 3 + [True] * 7
     assert np.isclose(rec["density-after"], 0.7)
     assert policy.after_aggregate(51, server, RoundUpdate(0.0, 10, None), [0]) is None
+
+
+def test_importance_window_tracks_only_rounds_before_each_reconfiguration() -> None:
+    # Prepare: reconfigurations at 50, 100, 150; window of 3 rounds
+    s = AdaptiveSettings(total_rounds=160, local_steps=5, importance_window=3)
+    policy = AdaptivePruning(s, [DeviceProfile(TM)])
+    # Execute
+    tracked = [r for r in range(160) if policy.track_importance(r)]
+    # Assert
+    assert tracked == [48, 49, 50, 98, 99, 100, 148, 149, 150]
+    every = AdaptivePruning(AdaptiveSettings(total_rounds=10, local_steps=5), [DeviceProfile(TM)])
+    assert all(every.track_importance(r) for r in range(10))

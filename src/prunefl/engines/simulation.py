@@ -43,6 +43,10 @@ class MaskPolicy(Protocol):
         """Whether clients upload their accumulated importance in ``round``."""
         ...
 
+    def track_importance(self, round: int) -> bool:
+        """Whether clients accumulate importance in ``round`` (dense weight gradients needed)."""
+        ...
+
     def after_aggregate(
         self, round: int, server: Server, update: RoundUpdate, clients: Sequence[int]
     ) -> dict[str, Any] | None:
@@ -106,7 +110,8 @@ class SimulationEngine:
         s = self.setup
         server = s.server
         upload = s.policy.upload_importance(r) if s.policy is not None else False
-        clients, ins = server.configure_train(r, upload_importance=upload)
+        track = s.policy.track_importance(r) if s.policy is not None else False
+        clients, ins = server.configure_train(r, upload_importance=upload, track_importance=track)
         kept = kept_counts(server.masks)
         delivery = s.transport.deliver(ins, clients, server.mask_version)
         replies, charges, bytes_up = [], [], []

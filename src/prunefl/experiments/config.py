@@ -271,6 +271,9 @@ class PruningConfig:
         round; it limits additions only (spec §3.10). 1.0 and 1.0 mean no cap (default: 1.0, 1.0).
     legacy_cap_off_by_one : bool
         Allow ⌊D·|J|⌋ + 1 weights, as the official code does (spec D11) (default: False).
+    importance_window : int
+        0: clients accumulate importance every round (the paper). w > 0: only in the w rounds up to each
+        reconfiguration, so the other rounds need no dense weight gradients (beyond the paper) (default: 0).
     ip_batches : int
         Initial pruning uses the selected client's first this many minibatches, fixed (default: 10).
     ip_lr : float
@@ -308,6 +311,7 @@ class PruningConfig:
     max_density: float = 1.0
     target_density: float = 1.0
     legacy_cap_off_by_one: bool = False
+    importance_window: int = 0
     ip_batches: int = 10
     ip_lr: float = 0.0
     ip_start_factor: float = 1.5
@@ -331,6 +335,8 @@ class PruningConfig:
         _check(0 < self.target_density <= 1, "pruning.target_density", self.target_density, "must be in (0, 1]")
         _check(self.target_density <= self.max_density, "pruning.target_density", self.target_density,
                f"must be <= pruning.max_density ({self.max_density})")
+        _check(self.importance_window >= 0, "pruning.importance_window", self.importance_window,
+               "must be >= 0 (0 = every round)")
         _check(self.ip_batches >= 1, "pruning.ip_batches", self.ip_batches, "must be >= 1")
         _check(self.ip_lr >= 0, "pruning.ip_lr", self.ip_lr, "must be >= 0 (0 = fl.lr)")
         _check(self.ip_start_factor >= 0, "pruning.ip_start_factor", self.ip_start_factor, "must be >= 0")

@@ -210,6 +210,7 @@ def _adaptive_settings(config: RunConfig) -> AdaptiveSettings:
         legacy_cap_off_by_one=p.legacy_cap_off_by_one,
         regrow_init=config.fl.regrow_init,
         comm=config.timing.comm,
+        importance_window=p.importance_window,
     )
 
 

@@ -81,8 +81,14 @@ class Server:
         self._masks = value
         self.mask_version += 1
 
-    def configure_train(self, round: int, upload_importance: bool = False) -> tuple[list[int], TrainIns]:
-        """Pick this round's clients and build the instruction they all receive."""
+    def configure_train(
+        self, round: int, upload_importance: bool = False, track_importance: bool = True
+    ) -> tuple[list[int], TrainIns]:
+        """Pick this round's clients and build the instruction they all receive.
+
+        ``track_importance=False`` tells clients to skip importance this round (outside an importance window),
+        so they need no dense weight gradients.
+        """
         s = self.settings
         clients = select_clients(s.num_clients, s.clients_per_round, s.seed, round)
         lr = learning_rate(round, s.lr, s.lr_schedule, s.lr_half_life_rounds, s.lr_step_rounds, s.lr_step_gamma)
@@ -93,8 +99,8 @@ class Server:
             lr=lr,
             local_steps=s.local_steps,
             batch_size=s.batch_size,
-            importance_mode=s.importance_mode,
-            upload_importance=upload_importance and s.importance_mode != "off",
+            importance_mode=s.importance_mode if track_importance else "off",
+            upload_importance=upload_importance and track_importance and s.importance_mode != "off",
         )
         return clients, ins
 

@@ -42,6 +42,7 @@ class AdaptiveSettings:
     legacy_cap_off_by_one: bool = False
     regrow_init: Literal["stale", "zero"] = "stale"
     comm: Literal["per_weight", "link"] = "per_weight"
+    importance_window: int = 0
 
 
 class AdaptivePruning:
@@ -69,6 +70,24 @@ class AdaptivePruning:
         if self._start is None or round < self._start:
             return False
         return (round - self._start) % s.reconfig_interval == 0
+
+    def track_importance(self, round: int) -> bool:
+        """True when clients accumulate importance in ``round``.
+
+        Every round with ``importance_window = 0`` (the paper); otherwise only in the ``importance_window``
+        rounds up to and including each reconfiguration round, so the other rounds need no dense weight
+        gradients and can run fully sparse.
+        """
+        w = self.settings.importance_window
+        if w == 0:
+            return True
+        if self._start is None:
+            return False
+        if round <= self._start:
+            return round > self._start - w
+        interval = self.settings.reconfig_interval
+        next_reconfig = self._start + -(-(round - self._start) // interval) * interval
+        return round > next_reconfig - w
 
     def after_aggregate(
         self, round: int, server: Server, update: RoundUpdate, clients: Sequence[int]
