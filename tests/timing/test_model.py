@@ -122,7 +122,7 @@ def test_list_presets_names_the_four_paper_models() -> None:
     # Execute
     presets = list_presets()
     # Assert
-    assert presets == {"rpi_official": ("conv2", "conv4", "vgg11", "resnet18")}
+    assert presets == {"rpi_official": ("conv2", "conv4", "vgg11", "resnet18"), "uniform": ("*",)}
 
 
 def test_preset_uses_caller_layer_names_and_official_comm() -> None:
@@ -148,3 +148,11 @@ def test_preset_time_model_rejects_bad_requests(preset: str, model: str, n_layer
     # Execute / Assert
     with pytest.raises(ConfigError, match=message):
         preset_time_model(preset, model, [f"l{i}.weight" for i in range(n_layers)])
+
+
+def test_uniform_preset_serves_any_model_with_equal_layers() -> None:
+    from prunefl.timing.presets import preset_time_model
+
+    tm = preset_time_model("uniform", "my-model", ["a.weight", "b.weight"])
+    assert tm.layer_names == ("a.weight", "b.weight")
+    assert tm.compute_s_per_weight_per_step[0] == tm.compute_s_per_weight_per_step[1] > 0

@@ -80,6 +80,13 @@ _PRESETS: dict[str, dict[str, _ModelConstants]] = {
 }
 
 
+# "uniform": any model, every layer alike. For models without measured constants (digits-cnn, mlp, your own) and for
+# quick experiments: the Conv-2 Raspberry-Pi fc1 coefficient per weight, its t0, the official b.
+UNIFORM_PRESET = "uniform"
+_UNIFORM_A = 1.927325e-7
+_UNIFORM_T0 = 1.2492789765
+
+
 def list_presets() -> dict[str, tuple[str, ...]]:
     """Return every preset name with the model names it has constants for.
 
@@ -88,7 +95,7 @@ def list_presets() -> dict[str, tuple[str, ...]]:
     >>> list_presets()["rpi_official"]
     ('conv2', 'conv4', 'vgg11', 'resnet18')
     """
-    return {preset: tuple(models) for preset, models in _PRESETS.items()}
+    return {**{preset: tuple(models) for preset, models in _PRESETS.items()}, UNIFORM_PRESET: ("*",)}
 
 
 def preset_time_model(preset: str, model_name: str, layer_names: Sequence[str]) -> TimeModel:
@@ -100,9 +107,10 @@ def preset_time_model(preset: str, model_name: str, layer_names: Sequence[str]) 
     Parameters
     ----------
     preset : str
-        Preset name; see :func:`list_presets` (``"rpi_official"``: official constants, spec §4.1–4.2).
+        Preset name; see :func:`list_presets` (``"rpi_official"``: official constants, spec §4.1–4.2;
+        ``"uniform"``: any model, the same per-weight coefficient for every layer).
     model_name : str
-        One of ``"conv2"``, ``"conv4"``, ``"vgg11"``, ``"resnet18"``.
+        One of ``"conv2"``, ``"conv4"``, ``"vgg11"``, ``"resnet18"`` (any name for ``"uniform"``).
     layer_names : Sequence[str]
         The model's prunable parameter names in model order (``named_parameters()`` order), one per
         coefficient: 4 / 5 / 11 / 18.
@@ -122,8 +130,13 @@ def preset_time_model(preset: str, model_name: str, layer_names: Sequence[str]) 
     >>> round(tm.constant_round_s(local_steps=5), 4)
     6.2464
     """
+    if preset == UNIFORM_PRESET:
+        names = tuple(layer_names)
+        return TimeModel(names, (_UNIFORM_A,) * len(names), _UNIFORM_T0, OFFICIAL_COMM_S_PER_WEIGHT)
     if preset not in _PRESETS:
-        raise ConfigError(f"unknown time-model preset {preset!r}; expected one of {sorted(_PRESETS)}")
+        raise ConfigError(
+            f"unknown time-model preset {preset!r}; expected one of {sorted([*_PRESETS, UNIFORM_PRESET])}"
+        )
     models = _PRESETS[preset]
     if model_name not in models:
         raise ConfigError(
