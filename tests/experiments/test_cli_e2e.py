@@ -47,6 +47,11 @@ def test_run_writes_complete_results_folder(tmp_path: Path, capsys: pytest.Captu
     # dense Conv-2 (10 classes) under the official constants: 50.40 s per round (spec §4.4 with fc2 = 20,480)
     assert rows[0]["round-sim-s"] == pytest.approx(50.40, abs=0.01)
     assert rows[-1]["sim-clock-s"] == pytest.approx(4 * rows[0]["round-sim-s"])
+    # both clocks are recorded: the time model's compute (the round less b x 6,495,008 kept weights) and the
+    # measured wall time of the local steps
+    model_compute = rows[0]["round-sim-s"] - 5.561621025626998e-06 * 6_495_008
+    assert rows[0]["model-compute-s"] == pytest.approx([model_compute] * 4, rel=1e-9)
+    assert all(0 < t < 60 for t in rows[0]["compute-wall-s"])
     assert all(r["density"] == 1.0 for r in rows)
     assert rows[0]["bytes-up"] > 4 * 4 * 6_000_000  # 4 clients send ~6.6 M float32 values each
     assert rows[-1]["wall-s"] > rows[0]["wall-s"] > 0

@@ -136,6 +136,11 @@ class SimulationEngine:
             K.K_CLIENTS: clients,
             K.K_CLIENT_SIM_S: [c.total_s for c in charges],
             K.K_COMPUTE_WALL_S: [res.compute_wall_s for res in replies],
+            # both clocks every round, whichever one is charged (timing.clock)
+            K.K_MODEL_COMPUTE_S: [
+                s.devices[c].time_model.compute_time_s(kept, ins.local_steps) * s.devices[c].compute_scale
+                for c in clients
+            ],
             K.K_BYTES_DOWN: sum(delivery.bytes_by_client.values()),
             K.K_BYTES_UP: sum(bytes_up),
         }
