@@ -24,7 +24,7 @@ def test_kernels_benchmark_smoke_run_writes_report(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text())
     assert report["config"]["smoke"] is True
-    assert {"torch_version", "threads", "cpu"} <= report.keys()
+    assert {"torch_version", "threads", "cpu", "omp_wait_policy"} <= report.keys()
     assert report["threads"] == 1
     assert {(r["model"], r["layer"]) for r in report["layers"]} == {
         ("conv2", "conv1"), ("conv2", "conv2"), ("conv2", "fc1"), ("conv2", "fc2"),

@@ -265,8 +265,9 @@ def sparsify_linear_layers_(
     Raises
     ------
     ConfigError
-        If a name of `layers` has no mask or is not the `weight` of an `nn.Linear` of `model`, or a mask
-        has the wrong dtype or shape.
+        If a name of `layers` has no mask or is not the `weight` of an `nn.Linear` of `model`, `masks`
+        names a weight that is not a parameter of `model` or one already swapped (restore the earlier swap
+        first), or a mask has the wrong dtype or shape. `model` is unchanged then.
 
     Examples
     --------
@@ -295,7 +296,7 @@ def sparsify_linear_layers_(
             masked.append((parameter, mask.to(parameter.device)))
     for name, layer in sparse_layers.items():
         _set_submodule(model, _module_path(name), layer)
-    logger.debug("swapped %s for sparse layers: %s", names, [repr(layer) for layer in sparse_layers.values()])
+    logger.debug("swapped %s for sparse layers: %s", names, list(sparse_layers.values()))
     return SparseLayers(model, dense_layers, sparse_layers, masked)
 
 

@@ -12,14 +12,15 @@ with the kept count (spec §3.9, §10 items 7-8):
 
 Indices come from the mask, never from the values: ``mask.nonzero()`` order (row-major), with explicit zeros
 kept, so the number of stored values always equals the mask's kept count (spec §10 item 7). Building them
-scans the whole mask (~15 ms for Conv-2's fc1 at density 0.1), so a layer for an unchanged mask can share the
-indices of the previous one (`pattern_from`), and then costs only a gather of the kept values.
+scans the whole mask and sorts the kept entries by column (~15 ms for Conv-2's fc1 at density 0.1, 2 threads),
+so a layer for an unchanged mask can share the indices of the previous one (`pattern_from`); it then costs
+one pass checking the mask and a gather of the kept values (~3 ms).
 
 Kernel choices, measured for Conv-2's fc1 (2048×3136, batch 20) on a 2-core AMD EPYC with torch 2.13, one
 thread (`benchmarks/kernels.py` times the result): int32 CSR with `torch.addmm` is the fastest forward (int64
 indices ~15 % slower, ``dense @ csr.t()`` ~5x slower); for the input gradient, `torch.mm` on ``csr.t()`` or
 ``dense @ csr`` are 4-20x slower than the prebuilt CSR of Wᵀ; `sampled_addmm` costs about two SpMMs, while the
-gather ``(gy[:, rows] * x[:, cols]).sum(0)`` is 50-100x slower, as it materialises two (batch, nnz) tensors.
+gather ``(gy[:, rows] * x[:, cols]).sum(0)`` is ~50x slower, as it materialises two (batch, nnz) tensors.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from prunefl.errors import ConfigError
 
@@ -60,7 +62,7 @@ class SparseLinear(nn.Module):
         int32 buffers of shapes (in_features + 1,) and (nnz,): the CSC pattern of W, which is the CSR
         pattern of Wᵀ, used for the input gradient.
     csc_permutation : Tensor
-        int64 buffer of shape (nnz,): ``values[csc_permutation]`` lists the values in CSC order.
+        int32 buffer of shape (nnz,): ``values[csc_permutation]`` lists the values in CSC order.
     dense_weight_grad : bool
         If True, backward also computes the full dense gradient ∂L/∂W (out_features, in_features), pruned
         coordinates included, and accumulates it into `weight_grad`. Costs one dense GEMM, like the dense
@@ -325,6 +327,7 @@ class _SparseLinearFunction(torch.autograd.Function):
         return y_t.t()  # (B, out), a transposed view; downstream dense ops accept any strides
 
     @staticmethod
+    @once_differentiable  # the backward kernels are not differentiable themselves: double backward raises
     def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x, values = ctx.saved_tensors
         pattern: _Pattern = ctx.pattern
@@ -365,7 +368,7 @@ def _csr(crow_indices: Tensor, col_indices: Tensor, values: Tensor, size: tuple[
 
 
 def _build_indices(mask: Tensor) -> dict[str, Tensor]:
-    """Build the index buffers of a bool (out, in) mask: int32 where MKL reads them, int64 for gathers."""
+    """Build the index buffers of a bool (out, in) mask: int32 but for `flat_indices` (positions up to out·in)."""
     out_features, in_features = mask.shape
     flat = mask.reshape(-1).nonzero().squeeze(1)  # (nnz,), row-major: the order of the stored values
     rows = torch.div(flat, in_features, rounding_mode="floor")
@@ -384,7 +387,8 @@ def _build_indices(mask: Tensor) -> dict[str, Tensor]:
         "flat_indices": flat,
         "ccol_indices": ccol.to(torch.int32),
         "csc_row_indices": rows.index_select(0, permutation).to(torch.int32),
-        "csc_permutation": permutation,
+        # int32 halves the bytes this per-step gather reads (the index does not stay in cache across a step).
+        "csc_permutation": permutation.to(torch.int32),
     }
 
 
