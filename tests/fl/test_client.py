@@ -108,3 +108,24 @@ def test_fedavg_mode_collects_nothing() -> None:
     model, ds, state, masks = _setup()
     res = client_step(model, TrainIns(0, state, masks, 0.1, 2, 2), _client(ds), ds, make_loss("cross_entropy", 3))
     assert res.importance is None and res.num_examples == 4
+
+
+@pytest.mark.parametrize("mode", ["off", "round_sum"])
+def test_sparse_kernel_round_matches_masked_dense_round(mode: str) -> None:
+    # Prepare: the same round twice, once with the Linear layer on the CSR kernel
+    model, ds, state, masks = _setup()
+    loss = make_loss("cross_entropy", 3)
+    ins = TrainIns(0, state, masks, 0.5, 4, 2, importance_mode=mode, upload_importance=mode != "off")
+    # Execute
+    dense = client_step(model, ins, _client(ds), ds, loss)
+    sparse = client_step(model, ins, _client(ds), ds, loss, sparse_layers={"1.weight"})
+    # Assert: float32 kernels sum in a different order, hence the tolerance
+    for k in dense.state:
+        np.testing.assert_allclose(sparse.state[k], dense.state[k], rtol=1e-5, atol=1e-6)
+    assert np.all(sparse.state["1.weight"][~masks["1.weight"]] == 0.0)
+    assert [n for n, _ in model.named_parameters()] == ["1.weight", "1.bias"]  # dense layer restored
+    if mode == "round_sum":
+        for k in dense.importance:
+            np.testing.assert_allclose(sparse.importance[k], dense.importance[k], rtol=1e-4, atol=1e-7)
+    else:
+        assert sparse.importance is None

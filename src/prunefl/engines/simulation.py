@@ -19,7 +19,7 @@ from torch import nn
 from prunefl.data.dataset import ArrayDataset
 from prunefl.fl import messages as K
 from prunefl.fl.batches import BatchStream
-from prunefl.fl.client import ClientState, client_step, load_model_state_
+from prunefl.fl.client import ClientState, SwapCache, client_step, load_model_state_
 from prunefl.fl.evaluate import evaluate
 from prunefl.fl.server import RoundUpdate, Server
 from prunefl.fl.transport import Transport
@@ -77,6 +77,8 @@ class SimulationSetup:
     policy: MaskPolicy | None = None
     start_sim_clock_s: float = 0.0
     transport: Transport = field(default_factory=Transport)
+    # break-even density per nn.Linear prunable weight, (without, with) dense weight gradients; empty: masked dense
+    break_even: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 class SimulationEngine:
@@ -95,6 +97,7 @@ class SimulationEngine:
             for i, part in enumerate(setup.partitions)
         ]
         self.sim_clock_s = setup.start_sim_clock_s
+        self.swap_cache = SwapCache()
 
     def run(self, on_round: Callable[[dict[str, Any]], None], start_wall: float | None = None) -> None:
         """Run all rounds, calling ``on_round(row)`` after each with its metrics row."""
@@ -114,9 +117,11 @@ class SimulationEngine:
         clients, ins = server.configure_train(r, upload_importance=upload, track_importance=track)
         kept = kept_counts(server.masks)
         delivery = s.transport.deliver(ins, clients, server.mask_version)
+        sparse = self.sparse_layers(ins.importance_mode != "off")
         replies, charges, bytes_up = [], [], []
         for cid in clients:
-            res = client_step(s.model, delivery.ins_by_client[cid], self.clients[cid], s.dataset, s.loss_fn)
+            res = client_step(s.model, delivery.ins_by_client[cid], self.clients[cid], s.dataset, s.loss_fn,
+                              sparse_layers=sparse, swap_cache=self.swap_cache)
             received, n_up = s.transport.collect(res, ins.masks)
             replies.append(received)
             bytes_up.append(n_up)
@@ -129,6 +134,7 @@ class SimulationEngine:
         self.sim_clock_s += round_sim_s
         row: dict[str, Any] = {
             K.K_ROUND: r,
+            K.K_SPARSE_LAYERS: sorted(sparse),
             K.K_STAGE: "fl",
             K.K_ROUND_SIM_S: round_sim_s,
             K.K_TRAIN_LOSS: update.train_loss,
@@ -162,6 +168,16 @@ class SimulationEngine:
             r, self.sim_clock_s, row[K.K_BYTES_UP], row[K.K_DENSITY], row[K.K_TEST_ACCURACY],
         )
         return row
+
+    def sparse_layers(self, dense_weight_grad: bool) -> set[str]:
+        """Layers whose density is at or below their measured break-even this round (CSR kernel wins there)."""
+        masks = self.setup.server.masks
+        chosen = set()
+        for name, (without, with_dw) in self.setup.break_even.items():
+            threshold = with_dw if dense_weight_grad else without
+            if threshold > 0 and float(masks[name].float().mean()) <= threshold:
+                chosen.add(name)
+        return chosen
 
     def evaluate_global(self, full_test_set: bool = False) -> tuple[float, float]:
         """Accuracy and loss of the current global model on the evaluation subset (or the full test set)."""

@@ -140,6 +140,11 @@ class FLConfig:
         (default: "stale").
     target_accuracies : list of float
         Test accuracies whose first crossing is reported in the summary (default: [0.8, 0.85]).
+    kernels : {"masked", "auto"}
+        ``masked``: every layer trains dense with masks. ``auto``: at the start the run measures, for each
+        prunable ``nn.Linear``, the density below which the CSR kernel beats masked dense on this machine
+        (with and without dense weight gradients), and each round trains the layers below it sparse. Only the
+        measured clock (``timing.clock = "measured"``) sees the difference (default: "masked").
     """
 
     rounds: int = 150
@@ -156,6 +161,7 @@ class FLConfig:
     eval_every: int = 10
     regrow_init: Literal["stale", "zero"] = "stale"
     target_accuracies: tuple[float, ...] = (0.8, 0.85)
+    kernels: Literal["masked", "auto"] = "masked"
 
     def __post_init__(self) -> None:
         _check(self.rounds >= 1, "fl.rounds", self.rounds, "must be >= 1")

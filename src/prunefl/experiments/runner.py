@@ -26,6 +26,7 @@ from prunefl.fl import messages as K
 from prunefl.fl.client import load_model_state_
 from prunefl.pruning.adaptive import AdaptivePruning, AdaptiveSettings
 from prunefl.pruning.initial import InitialPruningSettings, IPRound, initial_pruning
+from prunefl.sparse.backend import measure_break_even
 from prunefl.sparse.masks import attach_masks, density, prunable_parameters
 from prunefl.timing.clock import LinkProfile, make_devices
 from prunefl.timing.model import TimeModel
@@ -113,6 +114,7 @@ def build_simulation(config: RunConfig, dataset: ArrayDataset) -> SimulationSetu
     if 0 < d.eval_subset < dataset.n_test:
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(EVAL_SUBSET_STREAM,)))
         eval_indices = torch.from_numpy(np.sort(rng.choice(dataset.n_test, size=d.eval_subset, replace=False)))
+    break_even = measure_layer_break_even(model, f.batch_size) if f.kernels == "auto" else {}
     return SimulationSetup(
         dataset=dataset,
         partitions=parts,
@@ -127,7 +129,31 @@ def build_simulation(config: RunConfig, dataset: ArrayDataset) -> SimulationSetu
         comm=t.comm,
         seed=seed,
         transport=Transport(WireSettings(t.wire_level or None, t.wire_values_dtype, t.wire_importance_dtype)),
+        break_even=break_even,
     )
+
+
+BREAK_EVEN_DENSITIES = (0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01)
+
+
+def measure_layer_break_even(model: torch.nn.Module, batch_size: int, repeats: int = 5) -> dict[str, tuple[float, float]]:
+    """Measure on this machine, per prunable ``nn.Linear`` weight, the density below which the CSR kernel wins.
+
+    Returns ``{name: (without dense weight gradient, with it)}``; 0.0 means the sparse kernel never won.
+    """
+    out = {}
+    for name, _ in prunable_parameters(model):
+        owner = model.get_submodule(name.rpartition(".")[0])
+        if not isinstance(owner, torch.nn.Linear):
+            continue  # convolutions stay masked dense: a sparse im2col path was measured slower
+        pair = tuple(
+            measure_break_even(owner.in_features, owner.out_features, batch_size, BREAK_EVEN_DENSITIES, repeats,
+                               dense_weight_grad=dw).break_even_density
+            for dw in (False, True)
+        )
+        out[name] = (pair[0], pair[1])
+        logger.info("break-even density of %s: %.2f (no dense weight gradient), %.2f (with)", name, *pair)
+    return out
 
 
 def run_experiment(
@@ -180,6 +206,8 @@ def run_experiment(
         writer.close()
     if isinstance(setup.policy, AdaptivePruning):
         extra["reconfigurations"] = len(setup.policy.history)
+    if setup.break_even:
+        extra["break-even-density"] = {k: {"no-dense-grad": a, "dense-grad": b} for k, (a, b) in setup.break_even.items()}
     summary = summarize(writer.rows, config.pruning.method, config.fl.target_accuracies, extra)
     writer.write_summary(summary)
     save_checkpoint(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,11 +13,19 @@ from torch import nn
 from prunefl.data.dataset import ArrayDataset
 from prunefl.fl.batches import BatchStream
 from prunefl.fl.messages import TrainIns, TrainRes
+from prunefl.sparse.backend import SparseLayers, sparsify_linear_layers_
 from prunefl.sparse.masks import apply_masks_, mask_gradients_
 
-__all__ = ["ClientState", "client_step", "model_state", "load_model_state_"]
+__all__ = ["ClientState", "SwapCache", "client_step", "model_state", "load_model_state_"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SwapCache:
+    """The last sparse-kernel swap of a model workspace, so the next one reuses unchanged index buffers."""
+
+    previous: SparseLayers | None = None
 
 
 @dataclass
@@ -31,7 +39,13 @@ class ClientState:
 
 
 def client_step(
-    model: nn.Module, ins: TrainIns, client: ClientState, dataset: ArrayDataset, loss_fn: LossFn
+    model: nn.Module,
+    ins: TrainIns,
+    client: ClientState,
+    dataset: ArrayDataset,
+    loss_fn: LossFn,
+    sparse_layers: Collection[str] = (),
+    swap_cache: SwapCache | None = None,
 ) -> TrainRes:
     """Train ``model`` locally for one round and return the reply.
 
@@ -42,14 +56,28 @@ def client_step(
     (PruneFL needs it for importance); only the update is masked, then pruned coordinates are re-zeroed.
     Importance is the square of the round's gradient sum (``round_sum``), or the official code's aliasing
     artefact 4·N_c·g_K² (``legacy_last_step``), for every parameter (spec §3.2, D4).
+
+    ``sparse_layers`` names ``nn.Linear`` weights to train with the CSR kernel of
+    :mod:`prunefl.sparse.linear` for this round (the layers whose density is below their measured break-even);
+    they compute the dense weight gradient only when importance is tracked this round. ``swap_cache`` keeps the
+    last swap handle (updated here), whose index buffers are reused where a mask did not change. The reply is
+    the same as with masked dense kernels up to float rounding.
     """
     load_model_state_(model, ins.state, ins.masks)
     partial = {name for name, m in ins.masks.items() if not np.all(m)}  # layers where masking changes anything
     apply_masks_(model, partial)
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD([p for _, p in params], lr=ins.lr)
     tracking = ins.importance_mode != "off"
-    grad_sum = [torch.zeros_like(p) for _, p in params] if tracking else []
+    names = [n for n, p in model.named_parameters() if p.requires_grad]  # original names, before any swap
+    swap = None
+    if sparse_layers:
+        masks_t = {k: torch.from_numpy(np.asarray(v, dtype=np.bool_)) for k, v in ins.masks.items() if k in partial}
+        previous = swap_cache.previous if swap_cache is not None else None
+        swap = sparsify_linear_layers_(model, masks_t, sparse_layers, dense_weight_grad=tracking, previous=previous)
+        if swap_cache is not None:
+            swap_cache.previous = swap
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=ins.lr)
+    grad_sum = [torch.zeros(_shape_of(model, n, swap)) for n in names] if tracking else []
     loss_sum = torch.zeros((), dtype=torch.float64)
     model.train()
     start = time.perf_counter()
@@ -58,24 +86,33 @@ def client_step(
         x = dataset.prepare(dataset.x_train[idx], train=True, generator=client.augment_generator)
         y = dataset.y_train[idx]
         optimizer.zero_grad(set_to_none=True)
+        if swap is not None:
+            swap.zero_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
         if tracking:
-            grads = [p.grad for _, p in params]
+            grads = _gradients(model, names, swap)
             if ins.importance_mode == "legacy_last_step":
                 # the official sum aliases .grad: zeroing clears it and backward refills it, so it ends as 2·g_K
                 torch._foreach_mul_(grad_sum, 0.0)
                 torch._foreach_add_(grad_sum, grads, alpha=2.0)
             else:
                 torch._foreach_add_(grad_sum, grads)  # explicit buffers: no aliasing of .grad
-        mask_gradients_(model, partial)
-        optimizer.step()
-        apply_masks_(model, partial)
+        if swap is None:
+            mask_gradients_(model, partial)
+            optimizer.step()
+            apply_masks_(model, partial)
+        else:
+            swap.mask_gradients_()
+            optimizer.step()
+            swap.apply_masks_()
         loss_sum += loss.detach()
+    if swap is not None:
+        swap.restore_()  # kept values back into the dense weights, pruned coordinates 0
     compute_wall_s = time.perf_counter() - start
     num_examples = ins.local_steps * ins.batch_size
     if tracking:
-        _accumulate_importance(client, params, grad_sum, num_examples)
+        _accumulate_importance(client, names, grad_sum, num_examples)
     importance = None
     if ins.upload_importance:
         importance = {n: t.numpy() for n, t in client.importance.items()}
@@ -104,10 +141,26 @@ def load_model_state_(model: nn.Module, state: dict[str, np.ndarray], masks: dic
 
 
 def _accumulate_importance(
-    client: ClientState, params: list[tuple[str, nn.Parameter]], grad_sum: list[torch.Tensor], num_examples: int
+    client: ClientState, names: list[str], grad_sum: list[torch.Tensor], num_examples: int
 ) -> None:
     torch._foreach_mul_(grad_sum, grad_sum)  # (Σ_k g)² element-wise
     if not client.importance:
-        client.importance = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
-    acc = [client.importance[n] for n, _ in params]
+        client.importance = {n: torch.zeros_like(g, dtype=torch.float32) for n, g in zip(names, grad_sum)}
+    acc = [client.importance[n] for n in names]
     torch._foreach_add_(acc, grad_sum, alpha=float(num_examples))  # += N_c·(Σ_k g)²
+
+
+def _shape_of(model: nn.Module, name: str, swap: SparseLayers | None) -> torch.Size:
+    if swap is not None and name in swap.sparse:
+        return swap.dense[name].weight.shape
+    return model.get_parameter(name).shape
+
+
+def _gradients(model: nn.Module, names: list[str], swap: SparseLayers | None) -> list[torch.Tensor]:
+    """Dense gradient of every original parameter: ``.grad``, or a sparse layer's dense weight gradient."""
+    dense = swap.dense_weight_grads() if swap is not None else {}
+    out = []
+    for n in names:  # one entry per parameter tensor (~10-60), not per element
+        g = dense[n] if n in dense else model.get_parameter(n).grad
+        out.append(g)
+    return out

@@ -30,6 +30,7 @@ __all__ = [
     "K_LR",
     "K_CLIENTS",
     "K_RECONFIG",
+    "K_SPARSE_LAYERS",
     "K_CLIENT_SIM_S",
     "K_COMPUTE_WALL_S",
     "K_MODEL_COMPUTE_S",
@@ -65,6 +66,7 @@ K_CLIENTS = "clients"  # list[int], selected client ids
 K_CLIENT_SIM_S = "client-sim-s"  # list[float], simulated duration per selected client (same order as clients)
 K_COMPUTE_WALL_S = "compute-wall-s"  # list[float], measured wall seconds of each client's local steps
 K_MODEL_COMPUTE_S = "model-compute-s"  # list[float], each client's compute seconds under its device time model
+K_SPARSE_LAYERS = "sparse-layers"  # list[str], layers trained with the CSR kernel this round
 K_RECONFIG = "reconfig"  # null, or a dict describing the reconfiguration done this round
 
 # --- summary.json ---
