@@ -17,13 +17,13 @@ from prunefl.data.dataset import ArrayDataset
 from prunefl.engines.simulation import SimulationEngine, SimulationSetup
 from prunefl.experiments.config import RunConfig
 from prunefl.experiments.results import ResultsWriter, save_checkpoint, summarize
+from prunefl.fl import messages as K
+from prunefl.fl.client import load_model_state_
 from prunefl.fl.losses import make_loss
 from prunefl.fl.server import Server, ServerSettings
 from prunefl.fl.transport import Transport, WireSettings
 from prunefl.models import build_model
 from prunefl.models.init import apply_init_
-from prunefl.fl import messages as K
-from prunefl.fl.client import load_model_state_
 from prunefl.pruning.adaptive import AdaptivePruning, AdaptiveSettings
 from prunefl.pruning.initial import InitialPruningSettings, IPRound, initial_pruning
 from prunefl.sparse.backend import measure_break_even
@@ -31,7 +31,15 @@ from prunefl.sparse.masks import attach_masks, density, prunable_parameters
 from prunefl.timing.clock import LinkProfile, make_devices
 from prunefl.timing.model import TimeModel
 
-__all__ = ["RunResult", "build_simulation", "run_experiment", "load_run_dataset", "build_time_model"]
+__all__ = [
+    "RunResult",
+    "build_simulation",
+    "run_experiment",
+    "load_run_dataset",
+    "build_time_model",
+    "ip_batches",
+    "measure_layer_break_even",
+]
 
 logger = logging.getLogger(__name__)
 
