@@ -42,7 +42,8 @@ def main() -> None:
     overrides = [f"rounds={args.rounds}", "method=prunefl-no-ip", f"threads={args.threads}"]
     if args.smoke:
         overrides = ["data.dataset=digits", "model.name=mlp", "rounds=2", "data.partition=iid",
-                     "data.num_clients=4", "clients_per_round=4", "method=prunefl-no-ip", "timing.preset=uniform"]
+                     "data.num_clients=4", "clients_per_round=4", "method=prunefl-no-ip", "timing.preset=uniform",
+                     "ip_client=0"]
     config = load_config(ROOT / "configs" / "fmnist-conv2.toml", overrides)
     setup = build_simulation(config, load_run_dataset(config))
     engine = SimulationEngine(setup)

@@ -21,7 +21,7 @@ CONFIG = ROOT / "configs" / "fmnist-conv2.toml"
 def _small(data_dir: Path) -> list[str]:
     return [
         f"data.data_dir={data_dir}", "rounds=4", "eval_every=2", "eval_subset=100",
-        "data.num_clients=4", "clients_per_round=4", "threads=1",
+        "data.num_clients=4", "clients_per_round=4", "threads=1", "ip_client=0",
     ]
 
 
