@@ -1,9 +1,10 @@
-"""What cheaper importance uploads do to the chosen masks: float32 vs float16 on the wire.
+"""What cheaper importance uploads do to the chosen masks: float32 vs float16 vs top-fraction uploads.
 
 Trains Conv-2 on Fashion-MNIST (or the bundled digits with --smoke) with the real client step for a few
 rounds, collects every client's importance upload, then reconfigures once from the exact (float32) sum and once
-from the sum of float16-rounded uploads (what the server decodes), and compares the masks, the objective and the
-upload bytes. Prints a table and writes JSON.
+from each cheaper upload as the server decodes it: float16-rounded, and only the top 30 % / 10 % of each
+layer's values per client (float32, the rest 0). Compares the masks, the objective and the upload bytes.
+Prints a table and writes JSON.
 
     python benchmarks/importance_upload.py [--rounds 10] [--json benchmarks/results/importance_upload.json]
 """
@@ -58,8 +59,8 @@ def main() -> None:
             uploads = replies
     rows = []
     exact = None
-    for dtype in ("float32", "float16"):
-        transport = Transport(WireSettings(importance_dtype=dtype))
+    for dtype, top_fraction in (("float32", 1.0), ("float16", 1.0), ("float32", 0.3), ("float32", 0.1)):
+        transport = Transport(WireSettings(importance_dtype=dtype, importance_top_fraction=top_fraction))
         decoded, nbytes = zip(*(transport.collect(res, ins.masks) for res in uploads))
         importance = sum_importance([d.importance for d in decoded])
         t0 = time.perf_counter()
@@ -76,13 +77,16 @@ def main() -> None:
         inter = int((flat & exact).sum())
         union = int((flat | exact).sum())
         rows.append({
-            "importance-dtype": dtype, "upload-bytes-per-client": int(np.mean(nbytes)), "density": rec.density_after,
+            "importance-dtype": dtype, "importance-top-fraction": top_fraction,
+            "upload-bytes-per-client": int(np.mean(nbytes)), "density": rec.density_after,
             "objective": rec.objective_after, "mask-bits-identical": same, "jaccard-kept": inter / max(union, 1),
             "reconfigure-s": elapsed,
         })
-    print(f"{'importance':>10}  {'bytes/client':>12}  {'density':>8}  {'objective':>12}  {'bits same':>9}  {'jaccard':>7}")
+    print(f"{'importance':>10}  {'top':>4}  {'bytes/client':>12}  {'density':>8}  {'objective':>12}  "
+          f"{'bits same':>9}  {'jaccard':>7}")
     for r in rows:
-        print(f"{r['importance-dtype']:>10}  {r['upload-bytes-per-client']:>12,}  {r['density']:>8.4f}  "
+        print(f"{r['importance-dtype']:>10}  {r['importance-top-fraction']:>4}  {r['upload-bytes-per-client']:>12,}  "
+              f"{r['density']:>8.4f}  "
               f"{r['objective']:>12.6g}  {r['mask-bits-identical']:>9.6f}  {r['jaccard-kept']:>7.5f}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

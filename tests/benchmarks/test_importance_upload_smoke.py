@@ -19,6 +19,9 @@ def test_importance_upload_benchmark_smoke(tmp_path: Path) -> None:
                            str(out), "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["rows"]
-    assert [r["importance-dtype"] for r in rows] == ["float32", "float16"]
+    assert [(r["importance-dtype"], r["importance-top-fraction"]) for r in rows] == [
+        ("float32", 1.0), ("float16", 1.0), ("float32", 0.3), ("float32", 0.1)
+    ]
     assert rows[1]["upload-bytes-per-client"] < rows[0]["upload-bytes-per-client"]
+    assert rows[3]["upload-bytes-per-client"] < rows[2]["upload-bytes-per-client"] < rows[0]["upload-bytes-per-client"]
     assert rows[0]["mask-bits-identical"] == 1.0

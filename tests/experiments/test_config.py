@@ -36,6 +36,7 @@ def test_override_bare_and_dotted_keys_convert_types() -> None:
     assert cfg.fl.lr == 1.0 and isinstance(cfg.fl.lr, float)
     assert cfg.data.dirichlet_alpha == 0.1
     assert cfg.fl.target_accuracies == (0.5,)
+    assert load_config(None, ["timing.wire_importance_top_fraction=0.1"]).timing.wire_importance_top_fraction == 0.1
 
 
 @pytest.mark.parametrize(
@@ -50,6 +51,8 @@ def test_override_bare_and_dotted_keys_convert_types() -> None:
         ("clients_per_round=11", "fl.clients_per_round must be <= data.num_clients (10), got 11"),  # cross-field
         ("rounds", "must look like key=value"),  # malformed override
         ("compute_scales=[1.0, 2.0]", "timing.compute_scales must be empty or have"),  # wrong length
+        ("wire_importance_top_fraction=0", "timing.wire_importance_top_fraction must be in (0, 1], got 0.0"),  # none
+        ("wire_importance_top_fraction=1.5", "must be in (0, 1], got 1.5"),  # above all of it
     ],
 )
 def test_bad_values_name_key_and_value(override: str, fragment: str) -> None:

@@ -55,3 +55,24 @@ def test_float16_importance_halves_the_upload_and_rounds_values() -> None:
     assert r32.importance["w"][0, 0] == np.float32(1.0 + 2**-13)
     assert r16.importance["w"][0, 0] == 1.0  # below float16 resolution
     np.testing.assert_array_equal(r16.state["w"], state["w"])
+
+
+def test_top_fraction_importance_sends_the_largest_tenth_and_shrinks_the_upload() -> None:
+    # Prepare: distinct importance values, so each layer's top 10 % is unique
+    ins = _ins(0.5)
+    rng = np.random.default_rng(1)
+    state = {"w": ins.state["w"] * ins.masks["w"], "b": ins.state["b"]}
+    imp = {"w": rng.permutation(20_000).reshape(200, 100).astype(np.float32),
+           "b": rng.permutation(200).astype(np.float32)}
+    res = TrainRes(0, 100, state, 0.5, 0.01, imp)
+    # Execute
+    dense, n_dense = Transport().collect(res, ins.masks)
+    top, n_top = Transport(WireSettings(importance_top_fraction=0.1)).collect(res, ins.masks)
+    # Assert: 2,000 and 20 values survive, the largest (>= 18,000 and >= 180); 4 bytes a value plus ~0.47 bit a
+    # weight of positions replace 4 bytes a weight: the importance part shrinks from 80.8 kB to ~9.2 kB
+    np.testing.assert_array_equal(dense.importance["w"], imp["w"])
+    np.testing.assert_array_equal(top.importance["w"], np.where(imp["w"] >= 18_000, imp["w"], 0))
+    np.testing.assert_array_equal(top.importance["b"], np.where(imp["b"] >= 180, imp["b"], 0))
+    np.testing.assert_array_equal(top.state["w"], state["w"])
+    saved = n_dense - n_top
+    assert 0.85 * 80_800 < saved < 0.9 * 80_800

@@ -32,6 +32,8 @@ INS_SCALARS = struct.Struct("<qdqqBB")
 RES_SCALARS = struct.Struct("<qqddB")
 ENTRY_TAIL = struct.Struct("<BBQBQQBBQ")
 IMPORTANCE_ENTRY = struct.Struct("<IBBBQ")
+IMPORTANCE_POSITIONS = struct.Struct("<BBQBQQ")  # top-k entries: code, rice k, k, codec, stored, raw
+TOP_K = 2**31  # flag bit of the importance entry field
 KIND_INS, KIND_RES, KIND_STATE = 1, 2, 3
 DENSE, KNOWN, ALL_ONES, BITMASK, RICE_KEPT, RICE_PRUNED = range(6)
 RAW, ZSTD, SHUFFLED_ZSTD = range(3)
@@ -244,6 +246,97 @@ def test_train_res_without_importance_decodes_none_and_empty_importance_decodes_
     # Assert
     assert without.importance is None
     assert empty.importance == {}
+
+
+@pytest.mark.parametrize("level", [None, 3])
+@pytest.mark.parametrize("importance_dtype", ["float32", "float16"])
+def test_top_fraction_keeps_exactly_the_largest_importance_values(importance_dtype: str, level: int | None) -> None:
+    # Prepare: distinct values, so the top k of each entry is unique
+    rng = np.random.default_rng(5)
+    w, m = kept_state(rng, (40, 30), 0.2)
+    importance = {"w": rng.permutation(1200).reshape(40, 30).astype(np.float32) / 1200,
+                  "b": rng.permutation(40).astype(np.float32) / 40, "one": np.array([0.5], np.float32)}
+    state = {"w": w, "b": np.zeros(40, np.float32), "one": np.zeros(1, np.float32)}
+    res = TrainRes(3, 100, state, 1.5, 0.75, importance)
+    # Execute
+    data = encode_train_res(res, {"w": m}, importance_dtype=importance_dtype, level=level, importance_top_fraction=0.1)
+    out = decode_train_res(data, {"w": m})
+    # Assert: k = ceil(0.1 n) = 120, 4 and 1 values survive, the largest ones; everything else is exactly 0
+    assert out.importance is not None and set(out.importance) == set(importance)
+    np.testing.assert_array_equal(out.state["w"], w)
+    for name, k in (("w", 120), ("b", 4), ("one", 1)):
+        value, got = importance[name], out.importance[name]
+        top = value >= np.sort(value, axis=None)[-k]
+        assert got.dtype == np.float32 and got.shape == value.shape
+        assert np.count_nonzero(top) == k
+        np.testing.assert_array_equal(got[~top], 0.0)
+        rtol = 0.0 if importance_dtype == "float32" else 2**-11
+        np.testing.assert_allclose(got[top], value[top], rtol=rtol)
+
+
+def test_top_fraction_ties_keep_the_lower_positions() -> None:
+    # Prepare: k = ceil(0.5 · 6) = 3; the value 2 is largest, then three 1s compete for two places
+    res = TrainRes(0, 1, {"w": np.zeros(6, np.float32)}, 0.0, 0.0,
+                   {"w": np.array([1, 0, 1, 2, 0, 1], np.float32)})
+    # Execute
+    out = decode_train_res(encode_train_res(res, {}, importance_top_fraction=0.5), {})
+    # Assert: the 1s at positions 0 and 2 win over position 5
+    np.testing.assert_array_equal(out.importance["w"], [1, 0, 1, 2, 0, 0])
+
+
+def test_top_fraction_count_is_not_inflated_by_float_rounding() -> None:
+    # Prepare: 0.07 · 100 = 7.000000000000001 in float64, whose ceiling would be 8
+    res = TrainRes(0, 1, {"w": np.zeros(100, np.float32)}, 0.0, 0.0, {"w": np.arange(1, 101, dtype=np.float32)})
+    # Execute
+    out = decode_train_res(encode_train_res(res, {}, importance_top_fraction=0.07), {})
+    # Assert: the 7 largest, at positions 93..99
+    np.testing.assert_array_equal(np.flatnonzero(out.importance["w"]), np.arange(93, 100))
+
+
+def test_top_fraction_shrinks_the_importance_upload_in_proportion() -> None:
+    # Prepare: 100,000 float32 importance values (400 kB dense), random order
+    rng = np.random.default_rng(6)
+    state = {"w": np.zeros(100_000, np.float32)}
+    res = TrainRes(0, 1, state, 0.0, 0.0, {"w": rng.random(100_000).astype(np.float32)})
+    base = len(encode_train_res(TrainRes(0, 1, state, 0.0, 0.0), {}, level=None))
+    # Execute
+    sizes = {f: len(encode_train_res(res, {}, level=None, importance_top_fraction=f)) - base
+             for f in (1.0, 0.3, 0.1, 0.01)}
+    # Assert: dense = 15-byte entry + 4 bytes a value; top-k = k values + positions at about H(f) bits a weight
+    assert sizes[1.0] == 15 + 400_000
+    for f in (0.3, 0.1, 0.01):
+        ratio = sizes[f] / sizes[1.0]
+        bound = information_bound_bits(100_000, math.ceil(f * 100_000)) / 8 / sizes[1.0]
+        assert f < ratio < 1.05 * bound + 0.001, (f, ratio, bound)
+
+
+def test_dense_importance_entries_keep_their_layout() -> None:
+    # Prepare: importance_top_fraction=1.0 must write exactly the old dense entry
+    res = TrainRes(0, 1, {"w": np.zeros(4, np.float32)}, 0.0, 0.0, {"w": np.arange(4, dtype=np.float32)})
+    # Execute
+    default = encode_train_res(res, {}, level=None)
+    explicit = encode_train_res(res, {}, level=None, importance_top_fraction=1.0)
+    # Assert
+    assert default == explicit
+    table_end = len(default) - 16 - 16  # the body: 16 bytes of state values, then 16 of importance
+    assert default[table_end - 15 : table_end] == IMPORTANCE_ENTRY.pack(0, FLOAT32, FLOAT32, RAW, 16)
+    assert default.endswith(np.arange(4, dtype="<f4").tobytes())
+
+
+def test_top_k_importance_entry_matches_the_layout() -> None:
+    # Prepare: 4 values, k = ceil(0.5 · 4) = 2: positions 1 and 3. Half the layer is above the 35 % Rice limit,
+    # so the positions go as a 1-byte bitmask.
+    res = TrainRes(0, 1, {"w": np.zeros(4, np.float32)}, 0.0, 0.0, {"w": np.array([0, 3, 1, 2], np.float32)})
+    # Execute
+    data = encode_train_res(res, {}, level=None, importance_top_fraction=0.5)
+    # Assert: the table ends with the entry field (bit 31 set) and the position block; the body with the state
+    # values (16 bytes), the 1-byte bitmask 0b1010 and the values 3, 2
+    table_tail = IMPORTANCE_ENTRY.pack(TOP_K | 0, FLOAT32, FLOAT32, RAW, 8) + IMPORTANCE_POSITIONS.pack(
+        BITMASK, 0, 2, RAW, 1, 1
+    )
+    body = bytes(16) + bytes([0b1010]) + np.array([3, 2], "<f4").tobytes()
+    assert data.endswith(table_tail + body)
+    np.testing.assert_array_equal(decode_train_res(data, {}).importance["w"], [0, 3, 0, 2])
 
 
 @pytest.mark.parametrize("density", [0.0, 1e-5, 0.001, 0.01, 0.05, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999, 1.0])
@@ -600,6 +693,39 @@ def test_bad_importance_entries_raise_decode_error() -> None:
         # Execute / Assert
         with pytest.raises(DecodeError, match=expected_text):
             decode_train_res(data, {})
+    # Top-k entries: a position block and a positions section before the values
+    top = lambda code, k, n_top, positions, n_values=None, raw=None: (  # noqa: E731
+        imp(TOP_K | 0, FLOAT32, FLOAT32, RAW, 4 * (n_top if n_values is None else n_values))
+        + IMPORTANCE_POSITIONS.pack(code, k, n_top, RAW, len(positions), len(positions) if raw is None else raw),
+        positions + bytes(4 * (n_top if n_values is None else n_values)),
+    )
+    top_cases = {
+        # the state entry has 4 elements, not 5
+        "5 values in a shape of 4": top(BITMASK, 0, 5, bytes([0b1111]), n_values=4),
+        # a known mask is no way to send positions
+        "position code": top(KNOWN, 0, 2, b""),
+        # the dense code neither
+        "position code in 2": top(DENSE, 0, 4, b""),
+        # all-ones needs k = numel
+        "all-ones mask but 2 of 4": top(ALL_ONES, 0, 2, b""),
+        # bitmask with 3 bits set, table says 2
+        "bitmask has 3": top(BITMASK, 0, 2, bytes([0b0111])),
+        # bitmask padding bits set
+        "padding": top(BITMASK, 0, 2, bytes([0b10011])),
+        # bitmask of 2 bytes for 4 elements
+        "positions bytes": top(BITMASK, 0, 2, bytes(2)),
+        # rice k on a bitmask
+        "rice k": top(BITMASK, 3, 2, bytes([0b0011])),
+        # rice: two codes expected (gaps 0, 0 with k = 0 → unary 0b11), only one one bit
+        "expected 2 Rice codes": top(RICE_KEPT, 0, 2, bytes([0b01])),
+        # rice: gap 4 in a 4-element entry (unary 0000 1, then gap 0 → 1)
+        "gap exceeds": top(RICE_KEPT, 0, 2, bytes([0b110000])),
+    }
+    for expected_text, importance in top_cases.items():
+        data = message([entry(), entry(b"v")], kind=KIND_RES, scalars=res_scalars(has_imp=1), importance=[importance])
+        # Execute / Assert
+        with pytest.raises(DecodeError, match=expected_text):
+            decode_train_res(data, {})
     no_flag = message([entry()], kind=KIND_RES, scalars=res_scalars(has_imp=0),
                       importance=[(imp(0, FLOAT32, FLOAT32, RAW, 16), bytes(16))])
     with pytest.raises(DecodeError, match="has_importance is 0"):
@@ -615,15 +741,19 @@ def small_messages() -> dict[str, tuple[bytes, object]]:
     masks = {"w": m, "v": vm}
     ins = TrainIns(5, state, masks, 0.1, 5, 10, "round_sum", True)
     res = TrainRes(2, 50, state, 0.5, 0.1, {"w": np.ones((12, 10), np.float32), "b": np.zeros(64, np.float32)})
+    res_top = TrainRes(2, 50, state, 0.5, 0.1, {"w": rng.random((12, 10)).astype(np.float32)})
     return {
         "ins": (encode_train_ins(ins), lambda d: decode_train_ins(d)),
         "ins-known": (encode_train_ins(ins, include_masks=False), lambda d: decode_train_ins(d, masks)),
         "res": (encode_train_res(res, masks), lambda d: decode_train_res(d, masks)),
+        "res-top-k": (
+            encode_train_res(res_top, masks, importance_top_fraction=0.2), lambda d: decode_train_res(d, masks)
+        ),
         "state": (encode_state(state, masks, level=None), lambda d: decode_state(d)),
     }
 
 
-@pytest.mark.parametrize("kind", ["ins", "ins-known", "res", "state"])
+@pytest.mark.parametrize("kind", ["ins", "ins-known", "res", "res-top-k", "state"])
 def test_every_truncation_of_a_valid_message_raises_decode_error(kind: str) -> None:
     # Prepare
     data, decode = small_messages()[kind]
@@ -813,6 +943,12 @@ def test_encode_train_messages_reject_bad_inputs() -> None:
         encode_train_res(TrainRes(0, 1, {"w": w}, 0.0, 0.0, {"w": np.ones(4, np.float32)}), {})
     with pytest.raises(ValueError, match="importance"):
         encode_train_res(TrainRes(0, 1, {"w": w}, 0.0, 0.0, {"v": np.ones(3, np.float32)}), {})
+    for fraction in (0.0, 1.5, -0.1, float("nan"), True):
+        with pytest.raises(ValueError, match="importance_top_fraction"):
+            encode_train_res(TrainRes(0, 1, {"w": w}, 0.0, 0.0), {}, importance_top_fraction=fraction)
+    with pytest.raises(ValueError, match="NaN"):
+        encode_train_res(TrainRes(0, 1, {"w": w}, 0.0, 0.0, {"w": np.array([1, np.nan, 0], np.float32)}), {},
+                         importance_top_fraction=0.5)
 
 
 @pytest.mark.parametrize(

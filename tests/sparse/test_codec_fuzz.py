@@ -62,6 +62,10 @@ def _valid_messages() -> tuple[list[bytes], dict[str, np.ndarray], dict[str, tup
         encode_train_res(res, masks),
         encode_train_res(res, masks, include_masks=True, importance_dtype="float16", level=None),
         encode_train_res(TrainRes(1, 1, state, 0.0, 0.0), masks),
+        # Top-k importance: Rice-kept, bitmask, Rice-pruned and all-ones positions across the entries.
+        encode_train_res(res, masks, importance_top_fraction=0.1, level=None),
+        encode_train_res(res, masks, importance_top_fraction=0.5, importance_dtype="float16"),
+        encode_train_res(res, masks, importance_top_fraction=0.9, level=None),
         encode_state(state, masks),
         encode_state(state, masks, level=None),
         encode_state(state, masks, include_masks=False, level=None),
@@ -146,7 +150,9 @@ def field_spans(data: bytes) -> list[tuple[int, int]]:
             spans.append((pos, width))
             pos += width
     for _ in range(n_importance):
-        for width in (4, 1, 1, 1, 8):
+        (field,) = struct.unpack_from("<I", data, pos)
+        top_k = (1, 1, 8, 1, 8, 8) if field & 2**31 else ()  # position code ... positions raw length
+        for width in (4, 1, 1, 1, 8, *top_k):
             spans.append((pos, width))
             pos += width
     return spans
@@ -171,9 +177,11 @@ def test_every_field_set_to_boundary_values_raises_only_decode_error() -> None:
 
 def test_fuzz_inputs_start_from_valid_messages() -> None:
     # Prepare / Execute: each base message decodes with the decoder of its kind
-    kinds = [decode_train_ins(VALID[0]), decode_train_res(VALID[4], MASKS), decode_state(VALID[7])]
+    kinds = [decode_train_ins(VALID[0]), decode_train_res(VALID[4], MASKS), decode_state(VALID[-3])]
+    top_k = [decode_train_res(m, MASKS).importance for m in VALID[7:10]]
     # Assert
     assert len(kinds) == 3
+    assert all(len(imp) == 6 for imp in top_k)
     assert all(len(m) < LIMITS.max_message_bytes for m in VALID)
 
 

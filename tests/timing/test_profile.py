@@ -29,6 +29,7 @@ from prunefl.timing.profile import (
     StepFn,
     fit_time_model,
     load_profile,
+    load_profile_break_even,
     measure_step_times,
     prunable_sizes,
     save_profile,
@@ -400,3 +401,95 @@ def test_cli_help_defaults_match_profile_settings() -> None:
 def test_default_profile_path_names_model_and_host() -> None:
     path = default_profile_path("conv2")
     assert path.parent == Path("profiles") and path.name.startswith("conv2-") and path.suffix == ".json"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sparse kernels (--kernels auto)
+
+
+def test_break_even_table_round_trips_and_is_none_for_a_masked_profile(tmp_path: Path) -> None:
+    # Prepare
+    fit = fit_time_model([Measurement({"w": 1.0}, {"w": n}, 1.0 + n) for n in (0, 1)], ["w"], 0.0)
+    table = {"w": (0.3, 0.05)}
+    # Execute
+    auto = save_profile(tmp_path / "auto.json", fit, ProfileSettings("mlp"), None, table)
+    masked = save_profile(tmp_path / "masked.json", fit, ProfileSettings("mlp"))
+    # Assert
+    record = json.loads(auto.read_text())
+    assert record["kernels"] == "auto"
+    assert record["break_even"] == {"w": {"no-dense-grad": 0.3, "dense-grad": 0.05}}
+    assert load_profile_break_even(auto) == table
+    assert json.loads(masked.read_text())["kernels"] == "masked"
+    assert load_profile_break_even(masked) is None
+    assert load_profile(auto, ["w"]) == fit.time_model  # the time model reads as before
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        ["w"],  # not an object
+        {"w": {"no-dense-grad": 0.3}},  # the dense-grad value is missing
+        {"w": {"no-dense-grad": 1.5, "dense-grad": 0.1}},  # a density above 1
+        {"w": {"no-dense-grad": "0.3", "dense-grad": 0.1}},  # a string, not a number
+    ],
+)
+def test_load_malformed_break_even_table_raises_naming_the_path(tmp_path: Path, table: object) -> None:
+    # Prepare
+    fit = fit_time_model([Measurement({"w": 1.0}, {"w": n}, 1.0 + n) for n in (0, 1)], ["w"], 0.0)
+    path = save_profile(tmp_path / "p.json", fit, ProfileSettings("mlp"))
+    record = json.loads(path.read_text())
+    record["break_even"] = table
+    path.write_text(json.dumps(record))
+    # Execute / Assert
+    with pytest.raises(ConfigError, match="break_even"):
+        load_profile_break_even(path)
+
+
+def test_sparse_kernel_step_swaps_only_layers_at_or_below_break_even_and_close_restores() -> None:
+    # Prepare: fc1 at density 0.25 (break-even 0.3: sparse), fc2 at 0.5 (break-even 0.3: masked dense)
+    torch.manual_seed(0)
+    from prunefl.models import build_model
+    from prunefl.sparse.masks import apply_masks_, attach_masks, set_masks_
+    from prunefl.timing.profile import sparse_kernel_step
+
+    model = build_model("mlp", 3, (1, 2, 2), hidden_sizes=[8])
+    attach_masks(model)
+    fc1 = torch.zeros(8, 4, dtype=torch.bool)
+    fc1.view(-1)[::4] = True  # 8 of 32 kept
+    fc2 = torch.zeros(3, 8, dtype=torch.bool)
+    fc2.view(-1)[::2] = True  # 12 of 24 kept
+    set_masks_(model, {"fc1.weight": fc1, "fc2.weight": fc2})
+    apply_masks_(model)
+    linear_fc1 = model.fc1
+    # Execute
+    step = sparse_kernel_step({"fc1.weight": (0.3, 0.1), "fc2.weight": (0.3, 0.3)})(model)
+    swapped = (type(model.fc1).__name__, type(model.fc2).__name__)
+    step(torch.randn(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1]))
+    step.close()  # type: ignore[attr-defined]
+    # Assert
+    assert swapped == ("SparseLinear", "Linear")
+    assert model.fc1 is linear_fc1  # the original module is back, with the trained values
+    assert not model.fc1.weight[~fc1].any() and not model.fc2.weight[~fc2].any()  # pruned weights stay 0
+
+
+@pytest.mark.slow
+def test_cli_profile_auto_kernels_writes_the_break_even_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare
+    out = tmp_path / "mlp-auto.json"
+    args = profile_parser().parse_args(
+        ["profile", "--model", "mlp", "--threads", "1", "--configs", "2", "--repeats", "2", "--burn-in", "1",
+         "--densities", "1,0.05", "--kernels", "auto", "--no-progress", "--out", str(out)]
+    )
+    # Execute
+    code = args.func(args)
+    # Assert
+    assert code == 0
+    record = json.loads(out.read_text())
+    assert record["kernels"] == "auto" and record["meta"]["step"] == "sparse_kernel_step"
+    assert set(record["break_even"]) == {"fc1.weight", "fc2.weight"}  # both mlp layers are nn.Linear
+    table = load_profile_break_even(out)
+    assert table is not None and all(0.0 <= v <= 1.0 for pair in table.values() for v in pair)
+    printed = capsys.readouterr().out
+    assert "break-even" in printed and "auto" in printed

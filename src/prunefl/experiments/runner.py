@@ -122,7 +122,7 @@ def build_simulation(config: RunConfig, dataset: ArrayDataset) -> SimulationSetu
     if 0 < d.eval_subset < dataset.n_test:
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(EVAL_SUBSET_STREAM,)))
         eval_indices = torch.from_numpy(np.sort(rng.choice(dataset.n_test, size=d.eval_subset, replace=False)))
-    break_even = measure_layer_break_even(model, f.batch_size) if f.kernels == "auto" else {}
+    break_even = _break_even_table(config, model) if f.kernels == "auto" else {}
     return SimulationSetup(
         dataset=dataset,
         partitions=parts,
@@ -136,12 +136,28 @@ def build_simulation(config: RunConfig, dataset: ArrayDataset) -> SimulationSetu
         clock=t.clock,
         comm=t.comm,
         seed=seed,
-        transport=Transport(WireSettings(t.wire_level or None, t.wire_values_dtype, t.wire_importance_dtype)),
+        transport=Transport(WireSettings(t.wire_level or None, t.wire_values_dtype, t.wire_importance_dtype,
+                                         t.wire_importance_top_fraction)),
         break_even=break_even,
     )
 
 
 BREAK_EVEN_DENSITIES = (0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01)
+
+
+def _break_even_table(config: RunConfig, model: torch.nn.Module) -> dict[str, tuple[float, float]]:
+    """Break-even densities for ``fl.kernels = "auto"``: the timing profile's table if it has one, else measured now."""
+    if config.timing.profile:
+        from prunefl.timing.profile import load_profile_break_even
+
+        table = load_profile_break_even(config.timing.profile)
+        if table is not None:
+            logger.info("break-even densities from profile %s: %s", config.timing.profile, table)
+            return table
+        logger.info("profile %s has no break-even table (masked kernels); measuring at start", config.timing.profile)
+    else:
+        logger.info("no timing profile; measuring break-even densities at start")
+    return measure_layer_break_even(model, config.fl.batch_size)
 
 
 def measure_layer_break_even(model: torch.nn.Module, batch_size: int, repeats: int = 5) -> dict[str, tuple[float, float]]:

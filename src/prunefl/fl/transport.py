@@ -32,11 +32,15 @@ class WireSettings:
         Wire type of kept weight values (default: "float32").
     importance_dtype : {"float32", "float16"}
         Wire type of the importance upload, the largest message (default: "float32").
+    importance_top_fraction : float
+        Fraction in (0, 1] of each layer's importance values a client uploads: the largest ones, with their
+        positions; the server reads the rest as 0 (default: 1.0: all of them, dense).
     """
 
     level: int | None = None
     values_dtype: Literal["float32", "float16"] = "float32"
     importance_dtype: Literal["float32", "float16"] = "float32"
+    importance_top_fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,11 @@ class Transport:
         """Encode a client's reply, and return it as the server decodes it, with its size in bytes."""
         s = self.settings
         data = encode_train_res(
-            res, masks, values_dtype=s.values_dtype, importance_dtype=s.importance_dtype, level=s.level
+            res,
+            masks,
+            values_dtype=s.values_dtype,
+            importance_dtype=s.importance_dtype,
+            level=s.level,
+            importance_top_fraction=s.importance_top_fraction,
         )
         return decode_train_res(data, masks), len(data)

@@ -10,7 +10,10 @@ What is sent per state entry (layer)
   float16), plus the mask itself when ``include_masks`` is true. Pruned coordinates decode as exactly 0: the
   server's stale values there never travel (the client zeroes them anyway, spec §3.8) and a client's are 0.
 * **Unmasked entry** (biases, BN statistics, ``num_batches_tracked``): all values, losslessly in their dtype.
-* **Importance** (train-res, reconfiguration rounds): dense, for every entry it names, float32 (option float16).
+* **Importance** (train-res, reconfiguration rounds): for every entry it names, float32 (option float16); dense,
+  or (option ``importance_top_fraction`` f < 1) *top-k*: only the ``k = ceil(f·n)`` largest values of the entry
+  (ties: lower flat position first), their positions coded like a mask (the choices below, except ``KNOWN``),
+  and the values in row-major position order. The receiver fills the other positions with 0.
 
 Mask encoding, chosen per entry as the smallest of:
 
@@ -73,14 +76,20 @@ Byte layout (format version 1; every integer little-endian, ``uN``/``iN`` = unsi
         u64 n_kept (= element count when dense) |
         u8 mask codec | u64 mask stored length | u64 mask raw length |
         u8 values wire dtype | u8 values codec (0 raw, 1 zstd, 2 byte-shuffled zstd) | u64 values stored length
-      importance entry (15 bytes)
-        u32 state entry index | u8 dtype | u8 wire dtype | u8 codec | u64 stored length
+      importance entry (15 bytes; 42 when top-k)
+        u32 entry field: state entry index in bits 0-30, bit 31 set for a top-k entry |
+        u8 dtype | u8 wire dtype | u8 values codec | u64 values stored length |
+        top-k only: u8 position code (2 all-ones, 3 bitmask, 4 rice-kept, 5 rice-pruned) | u8 rice k |
+                    u64 k (values sent) | u8 positions codec | u64 positions stored length |
+                    u64 positions raw length
 
-    body = for each state entry: mask section, values section; then each importance values section.
+    body = for each state entry: mask section, values section; then for each importance entry its positions
+    section (top-k only), then its values section.
 
     dtype codes: 1 bool, 2 uint8, 3 int8, 4 int16, 5 int32, 6 int64, 7 float16, 8 float32, 9 float64.
 
-The raw length of a values section is ``count · itemsize(wire dtype)`` and is not stored. A compressed section
+The raw length of a values section is ``count · itemsize(wire dtype)`` (``count`` = n_kept, the element count
+of the entry, or k) and is not stored. A compressed section
 is one zstd frame that declares its content size, equal to the raw length, and is smaller than it. The body is
 exactly as long as the stored lengths say: nothing may follow it.
 """
@@ -302,8 +311,9 @@ def encode_train_res(
     values_dtype: str = "float32",
     importance_dtype: str = "float32",
     level: int | None = 3,
+    importance_top_fraction: float = 1.0,
 ) -> bytes:
-    """Encode a client → server message: kept values of masked entries, other entries dense, importance dense.
+    """Encode a client → server message: kept values of masked entries, other entries dense, then importance.
 
     Parameters
     ----------
@@ -320,6 +330,10 @@ def encode_train_res(
         Wire dtype of importance (default: "float32"). float16 flushes values below ~6e-8 to 0.
     level : int or None
         zstd level (default: 3); None sends every section raw.
+    importance_top_fraction : float
+        Fraction in (0, 1] of each importance entry to send (default: 1.0: all of it, dense). Below 1, only the
+        ``ceil(fraction · n)`` largest values of each entry travel, with their positions; the decoder sets the
+        others to 0. NaN importance then raises.
 
     Returns
     -------
@@ -328,8 +342,8 @@ def encode_train_res(
     Raises
     ------
     ValueError
-        As `encode_train_ins`, or a non-zero pruned coordinate, or importance for an unknown entry or of
-        another shape.
+        As `encode_train_ins`, or a non-zero pruned coordinate, importance for an unknown entry or of another
+        shape, ``importance_top_fraction`` outside (0, 1], or NaN importance with a fraction below 1.
 
     Examples
     --------
@@ -348,7 +362,7 @@ def encode_train_res(
         float(res.compute_wall_s),
         int(res.importance is not None),
     )
-    options = _encode_options(values_dtype, importance_dtype, level)
+    options = _encode_options(values_dtype, importance_dtype, level, importance_top_fraction)
     return _encode(_Kind.TRAIN_RES, scalars, res.state, masks, include_masks, res.importance, options)
 
 
@@ -552,6 +566,8 @@ _NAME_LEN = struct.Struct("<H")
 _DTYPE_NDIM = struct.Struct("<BB")
 _ENTRY_TAIL = struct.Struct("<BBQBQQBBQ")
 _IMPORTANCE_ENTRY = struct.Struct("<IBBBQ")
+_IMPORTANCE_TOP_K_FLAG = 1 << 31  # bit 31 of the entry field: a top-k importance entry, with positions
+_IMPORTANCE_POSITIONS = struct.Struct("<BBQBQQ")  # code, rice k, k, positions codec, stored, raw
 
 # Wire dtypes are explicitly little-endian; ("kind", itemsize) identifies a host dtype of either byte order.
 _DTYPES: dict[int, np.dtype] = {
@@ -593,17 +609,26 @@ class _EncodeOptions:
     values_wire: int  # dtype code of kept values
     importance_wire: int  # dtype code of importance values
     compressor: zstandard.ZstdCompressor | None
+    importance_top_fraction: float = 1.0  # < 1: top-k importance entries
 
 
-def _encode_options(values_dtype: str, importance_dtype: str, level: int | None) -> _EncodeOptions:
+def _encode_options(
+    values_dtype: str, importance_dtype: str, level: int | None, importance_top_fraction: float = 1.0
+) -> _EncodeOptions:
     for name, value in (("values_dtype", values_dtype), ("importance_dtype", importance_dtype)):
         if value not in _FLOAT_WIRE:
             raise ValueError(f"{name} must be one of {sorted(_FLOAT_WIRE)}, got {value!r}")
     if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level not in _ZSTD_LEVELS):
         raise ValueError(f"level must be None or an int in [-7, {zstandard.MAX_COMPRESSION_LEVEL}], got {level!r}")
     # One compressor per message; content size is always written: the decoder requires it (bomb check).
+    if isinstance(importance_top_fraction, bool) or not (
+        isinstance(importance_top_fraction, (int, float)) and 0.0 < importance_top_fraction <= 1.0
+    ):
+        raise ValueError(f"importance_top_fraction must be a number in (0, 1], got {importance_top_fraction!r}")
     compressor = None if level is None else zstandard.ZstdCompressor(level=level, write_content_size=True)
-    return _EncodeOptions(_FLOAT_WIRE[values_dtype], _FLOAT_WIRE[importance_dtype], compressor)
+    return _EncodeOptions(
+        _FLOAT_WIRE[values_dtype], _FLOAT_WIRE[importance_dtype], compressor, float(importance_top_fraction)
+    )
 
 
 def _pack_scalars(fmt: struct.Struct, kind: str, *values: object) -> bytes:
@@ -681,12 +706,28 @@ def _encode(
         wire = _DTYPES[options.importance_wire]
         for name, value in importance.items():
             arr = np.asarray(value)
-            values = _to_wire(arr.reshape(-1), wire, f"importance[{name!r}]")
+            flat = arr.reshape(-1)
+            field, positions_entry = index_of[name], b""
+            if options.importance_top_fraction < 1.0:
+                # The relative tolerance absorbs float error: 0.07 · 100 is 7.000000000000001 and keeps 7.
+                k = math.ceil(options.importance_top_fraction * flat.size * (1 - 1e-12))
+                top = _top_k_mask(flat, k, name)
+                n_top = int(np.count_nonzero(top))
+                code, rice_k, positions_raw, positions = _encode_mask(top, n_top)
+                flat = flat[positions] if positions is not None else flat[top]  # row-major position order
+                positions_codec, positions_payload = _compress_plain(positions_raw, options.compressor)
+                field |= _IMPORTANCE_TOP_K_FLAG
+                positions_entry = _IMPORTANCE_POSITIONS.pack(
+                    code, rice_k, n_top, positions_codec, len(positions_payload), len(positions_raw)
+                )
+                body.append(positions_payload)
+            values = _to_wire(flat, wire, f"importance[{name!r}]")
             codec, payload = _compress_values(values, options.compressor)
             table.append(
                 _IMPORTANCE_ENTRY.pack(
-                    index_of[name], _dtype_code(arr.dtype, name), options.importance_wire, codec, _nbytes(payload)
+                    field, _dtype_code(arr.dtype, name), options.importance_wire, codec, _nbytes(payload)
                 )
+                + positions_entry
             )
             body.append(payload)
             n_importance += 1
@@ -699,6 +740,20 @@ def _encode(
     logger.debug("encoded %s: %d entries, %d importance entries, %d bytes", kind.name, len(state), n_importance,
                  len(data))
     return data
+
+
+def _top_k_mask(flat: np.ndarray, k: int, name: str) -> np.ndarray:
+    """Return a bool mask of the k largest values of ``flat``; among equal values the lower positions win."""
+    n = flat.size
+    if k >= n:
+        return np.ones(n, dtype=bool)
+    if np.isnan(flat).any():
+        raise ValueError(f"importance of {name!r} has NaN values, which have no top-k order")
+    threshold = np.partition(flat, n - k)[n - k]  # the k-th largest value
+    top = flat > threshold
+    ties = np.flatnonzero(flat == threshold)[: k - int(np.count_nonzero(top))]
+    top[ties] = True
+    return top
 
 
 def _encode_mask(mask: np.ndarray, n_kept: int) -> tuple[_MaskCode, int, bytes, np.ndarray | None]:
@@ -838,6 +893,11 @@ class _ImportanceEntry:
     dtype: np.dtype
     wire: np.dtype
     values: _Section
+    # Top-k entries only: how the positions of the k values sent are coded (a mask code), and their section.
+    position_code: int = 0
+    rice_k: int = 0
+    n_top: int = 0
+    positions: _Section | None = None
 
 
 @dataclass
@@ -916,7 +976,9 @@ def _decode(
     _check_entries(entries, importance_entries, known_masks, expected_shapes)
 
     # Lay out the body: sections follow in table order and must fill the message exactly.
-    sections = [s for e in entries for s in (e.mask, e.values)] + [i.values for i in importance_entries]
+    sections = [s for e in entries for s in (e.mask, e.values)]
+    for imp in importance_entries:
+        sections += [imp.values] if imp.positions is None else [imp.positions, imp.values]
     offset = reader.pos
     for section in sections:
         section.offset = offset
@@ -961,10 +1023,19 @@ def _decode(
     importance: dict[str, np.ndarray] = {}
     for imp in importance_entries:
         e = entries[imp.entry]
-        values = _decode_values(
-            buf, imp.values, imp.wire, e.numel, decompressor, f"importance of {e.name!r}", require_finite
-        )
-        importance[e.name] = values.astype(imp.dtype.newbyteorder("="), copy=True).reshape(e.shape)
+        what = f"importance of {e.name!r}"
+        if imp.positions is None:
+            values = _decode_values(buf, imp.values, imp.wire, e.numel, decompressor, what, require_finite)
+            importance[e.name] = values.astype(imp.dtype.newbyteorder("="), copy=True).reshape(e.shape)
+            continue
+        positions_raw = _section_bytes(buf[imp.positions.offset : imp.positions.offset + imp.positions.stored],
+                                       imp.positions, decompressor, f"{what} positions")
+        top, positions = _decode_positions(imp.position_code, imp.rice_k, imp.n_top, e.numel, positions_raw,
+                                           f"{what} positions")
+        values = _decode_values(buf, imp.values, imp.wire, imp.n_top, decompressor, what, require_finite)
+        out = np.zeros(e.numel, dtype=imp.dtype.newbyteorder("="))
+        out[positions if positions is not None else top] = values  # row-major position order
+        importance[e.name] = out.reshape(e.shape)
     return _Decoded(scalars, state, masks, importance)
 
 
@@ -1016,8 +1087,9 @@ def _parse_table(
         )
     importance: list[_ImportanceEntry] = []
     for j in range(n_importance):
-        index, dtype_code, wire_code, codec, stored = reader.unpack(_IMPORTANCE_ENTRY, f"importance entry {j}")
+        field, dtype_code, wire_code, codec, stored = reader.unpack(_IMPORTANCE_ENTRY, f"importance entry {j}")
         what = f"importance entry {j}"
+        index = field & ~_IMPORTANCE_TOP_K_FLAG
         if index >= n_entries:
             raise DecodeError(f"{what}: expected a state entry index below {n_entries}, found {index}")
         dtype = _wire_dtype(dtype_code, f"{what} dtype")
@@ -1026,7 +1098,25 @@ def _parse_table(
         total_elements += numel
         if total_elements > limits.max_total_elements:
             raise DecodeError(f"entries have over {limits.max_total_elements} elements (max_total_elements)")
-        importance.append(_ImportanceEntry(index, dtype, wire, _Section(codec, stored, numel * wire.itemsize)))
+        if not field & _IMPORTANCE_TOP_K_FLAG:
+            importance.append(_ImportanceEntry(index, dtype, wire, _Section(codec, stored, numel * wire.itemsize)))
+            continue
+        code, rice_k, n_top, positions_codec, positions_stored, positions_raw = reader.unpack(
+            _IMPORTANCE_POSITIONS, f"{what} positions"
+        )
+        importance.append(
+            _ImportanceEntry(
+                index,
+                dtype,
+                wire,
+                # n_top is checked against numel before it is trusted.
+                _Section(codec, stored, min(n_top, numel) * wire.itemsize),
+                code,
+                rice_k,
+                n_top,
+                _Section(positions_codec, positions_stored, positions_raw),
+            )
+        )
     if reader.pos != len(reader.buf):
         raise DecodeError(
             f"layer table: expected {reader.pos} bytes for {n_entries} entries and {n_importance} importance "
@@ -1066,29 +1156,35 @@ def _decode_mask(
     e: _Entry, raw: bytes | memoryview, known_masks: Mapping[str, np.ndarray] | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Return the flat boolean mask of a masked entry, and the sorted kept positions when they are at hand."""
-    what = f"entry {e.name!r} mask"
     if e.mask_code == _MaskCode.KNOWN:
         assert known_masks is not None  # _check_entries required it
         return np.asarray(known_masks[e.name]).reshape(-1), None
-    if e.mask_code == _MaskCode.ALL_ONES:
-        return np.ones(e.numel, dtype=bool), None
-    if e.mask_code == _MaskCode.BITMASK:
+    return _decode_positions(e.mask_code, e.rice_k, e.n_kept, e.numel, raw, f"entry {e.name!r} mask")
+
+
+def _decode_positions(
+    code: int, rice_k: int, n_kept: int, numel: int, raw: bytes | memoryview, what: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode a sent mask (any code but KNOWN): the flat mask, and the sorted kept positions when at hand."""
+    if code == _MaskCode.ALL_ONES:
+        return np.ones(numel, dtype=bool), None
+    if code == _MaskCode.BITMASK:
         bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
-        if bits[e.numel :].any():
-            raise DecodeError(f"{what}: expected zero padding bits after bit {e.numel}, found ones")
-        mask = bits[: e.numel].view(bool)
+        if bits[numel:].any():
+            raise DecodeError(f"{what}: expected zero padding bits after bit {numel}, found ones")
+        mask = bits[:numel].view(bool)
         found = int(np.count_nonzero(mask))
-        if found != e.n_kept:
-            raise DecodeError(f"{what}: table says {e.n_kept} kept coordinates, bitmask has {found}")
+        if found != n_kept:
+            raise DecodeError(f"{what}: table says {n_kept} kept coordinates, bitmask has {found}")
         return mask, None
-    kept_side = e.mask_code == _MaskCode.RICE_KEPT
-    m = e.n_kept if kept_side else e.numel - e.n_kept
-    positions = _rice_decode(raw, m, e.rice_k, e.numel, what)
+    kept_side = code == _MaskCode.RICE_KEPT
+    m = n_kept if kept_side else numel - n_kept
+    positions = _rice_decode(raw, m, rice_k, numel, what)
     if kept_side:
-        mask = np.zeros(e.numel, dtype=bool)
+        mask = np.zeros(numel, dtype=bool)
         mask[positions] = True
         return mask, positions
-    mask = np.ones(e.numel, dtype=bool)
+    mask = np.ones(numel, dtype=bool)
     mask[positions] = False
     return mask, None
 
@@ -1263,24 +1359,7 @@ def _check_entries(
             continue
         if e.dtype.kind != "f" or e.wire.kind != "f":
             raise DecodeError(f"{what}: a masked entry must be float, found dtype {e.dtype}, wire {e.wire}")
-        expected_mask_bytes: tuple[int, int]  # inclusive range of the raw mask length
-        if e.mask_code in (_MaskCode.KNOWN, _MaskCode.ALL_ONES):
-            expected_mask_bytes = (0, 0)
-            if e.mask_code == _MaskCode.ALL_ONES and e.n_kept != e.numel:
-                raise DecodeError(f"{what}: all-ones mask but {e.n_kept} of {e.numel} kept")
-        elif e.mask_code == _MaskCode.BITMASK:
-            expected_mask_bytes = ((e.numel + 7) // 8,) * 2
-        else:
-            # [ceil(m·k/8) remainder bytes][unary: m one bits and Σ q <= (n_total - m) >> k zero bits]
-            m = e.n_kept if e.mask_code == _MaskCode.RICE_KEPT else e.numel - e.n_kept
-            remainder_bytes = (m * e.rice_k + 7) // 8
-            expected_mask_bytes = (remainder_bytes + (m + 7) // 8,
-                                   remainder_bytes + (m + ((e.numel - m) >> e.rice_k) + 7) // 8)
-        if not expected_mask_bytes[0] <= e.mask.raw <= expected_mask_bytes[1]:
-            raise DecodeError(
-                f"{what}: expected {expected_mask_bytes[0]}..{expected_mask_bytes[1]} mask bytes for mask code "
-                f"{_MaskCode(e.mask_code).name}, found {e.mask.raw}"
-            )
+        _check_mask_bytes(e.mask_code, e.rice_k, e.n_kept, e.numel, e.mask.raw, what, "mask")
         if e.mask_code == _MaskCode.KNOWN:
             uses_known = True
             _check_known_mask(e, known_masks)
@@ -1299,6 +1378,42 @@ def _check_entries(
         if imp.dtype.kind != "f" or imp.wire.kind != "f":
             raise DecodeError(f"{what}: expected float dtypes, found {imp.dtype} (wire {imp.wire})")
         _check_section_codec(imp.values, what, allow_shuffle=True)
+        if imp.positions is None:
+            continue
+        positions_what = f"{what} positions"
+        if imp.position_code not in (_MaskCode.ALL_ONES, _MaskCode.BITMASK, _MaskCode.RICE_KEPT,
+                                     _MaskCode.RICE_PRUNED):
+            raise DecodeError(
+                f"{positions_what}: expected a position code in 2..{max(_MaskCode)}, found {imp.position_code}"
+            )
+        if imp.n_top > e.numel:
+            raise DecodeError(f"{positions_what}: {imp.n_top} values in a shape of {e.numel} elements")
+        rice = imp.position_code in (_MaskCode.RICE_KEPT, _MaskCode.RICE_PRUNED)
+        if imp.rice_k > (_MAX_RICE_K if rice else 0):
+            raise DecodeError(f"{positions_what}: expected rice k <= {_MAX_RICE_K if rice else 0}, found {imp.rice_k}")
+        _check_section_codec(imp.positions, positions_what, allow_shuffle=False)
+        _check_mask_bytes(imp.position_code, imp.rice_k, imp.n_top, e.numel, imp.positions.raw, what, "positions")
+
+
+def _check_mask_bytes(code: int, rice_k: int, n_kept: int, numel: int, raw: int, what: str, noun: str) -> None:
+    """Check the raw length of a mask (or positions) section against its code and counts."""
+    expected: tuple[int, int]  # inclusive range of the raw length
+    if code in (_MaskCode.KNOWN, _MaskCode.ALL_ONES):
+        expected = (0, 0)
+        if code == _MaskCode.ALL_ONES and n_kept != numel:
+            raise DecodeError(f"{what}: all-ones mask but {n_kept} of {numel} kept")
+    elif code == _MaskCode.BITMASK:
+        expected = ((numel + 7) // 8,) * 2
+    else:
+        # [ceil(m·k/8) remainder bytes][unary: m one bits and Σ q <= (n_total - m) >> k zero bits]
+        m = n_kept if code == _MaskCode.RICE_KEPT else numel - n_kept
+        remainder_bytes = (m * rice_k + 7) // 8
+        expected = (remainder_bytes + (m + 7) // 8, remainder_bytes + (m + ((numel - m) >> rice_k) + 7) // 8)
+    if not expected[0] <= raw <= expected[1]:
+        raise DecodeError(
+            f"{what}: expected {expected[0]}..{expected[1]} {noun} bytes for mask code {_MaskCode(code).name}, "
+            f"found {raw}"
+        )
 
 
 def _check_known_mask(e: _Entry, known_masks: Mapping[str, np.ndarray] | None) -> None:
@@ -1319,8 +1434,8 @@ def _check_encode_inputs(
     masks: Mapping[str, np.ndarray],
     importance: Mapping[str, np.ndarray] | None,
 ) -> None:
-    if len(state) >= 2**32:
-        raise ValueError(f"at most 2**32 - 1 entries fit the format, got {len(state)}")
+    if len(state) >= _IMPORTANCE_TOP_K_FLAG:  # the importance entry field holds the index in 31 bits
+        raise ValueError(f"at most 2**31 - 1 entries fit the format, got {len(state)}")
     for name, value in state.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"entry names must be non-empty str, got {name!r}")

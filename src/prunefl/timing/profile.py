@@ -10,6 +10,8 @@ weights, dense backward, masked update) under random masks of known per-layer de
 
 The step being timed is a parameter (a :data:`StepBuilder`), so a sparse-kernel backend can be profiled through
 the same code; the default, :func:`masked_dense_step`, is the step of ``prunefl.fl.client.client_step``.
+:func:`sparse_kernel_step` is the step of ``fl.kernels = "auto"``: every ``nn.Linear`` at or below its measured
+break-even density (:func:`measure_linear_break_even`) runs the CSR kernel, so its a_l is what the kernel costs.
 """
 
 from __future__ import annotations
@@ -36,10 +38,20 @@ from torch import Tensor, nn
 
 from prunefl.errors import ConfigError
 from prunefl.models import MODEL_NAMES, build_model
-from prunefl.sparse.masks import apply_masks_, attach_masks, mask_gradients_, prunable_parameters, set_masks_
+from prunefl.sparse.backend import measure_break_even, sparsify_linear_layers_
+from prunefl.sparse.masks import (
+    apply_masks_,
+    attach_masks,
+    get_masks,
+    layer_densities,
+    mask_gradients_,
+    prunable_parameters,
+    set_masks_,
+)
 from prunefl.timing.model import TimeModel
 
 __all__ = [
+    "BREAK_EVEN_DENSITIES",
     "PROFILE_FORMAT",
     "PROFILE_VERSION",
     "FitResult",
@@ -49,11 +61,14 @@ __all__ = [
     "StepFn",
     "fit_time_model",
     "load_profile",
+    "load_profile_break_even",
     "masked_dense_step",
+    "measure_linear_break_even",
     "measure_step_times",
     "prunable_sizes",
     "run_profile",
     "save_profile",
+    "sparse_kernel_step",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,7 +82,12 @@ StepFn = Callable[[Tensor, Tensor], None]
 """One local step on a batch: inputs ``(batch, C, H, W)`` float32 and labels ``(batch,)`` int64."""
 StepBuilder = Callable[[nn.Module], StepFn]
 """Build the step for a model whose masks are set and applied. Called once per mask configuration, outside the
-timed region, so a sparse backend can convert the masked weights (CSR from ``mask.nonzero()``) here."""
+timed region, so a sparse backend can convert the masked weights (CSR from ``mask.nonzero()``) here. If the step
+has a ``close()`` attribute, it is called after the configuration's timed steps to undo what the builder did (swap
+the dense layers back), before the weights are reset for the next configuration."""
+BREAK_EVEN_DENSITIES = (0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01)
+"""Densities at which :func:`measure_linear_break_even` compares the CSR kernel with the masked dense one."""
+_BREAK_EVEN_KEYS = ("no-dense-grad", "dense-grad")  # profile JSON keys of the (without, with) pair
 
 # Shape-defining defaults per model: (num_classes, input_shape) of the data set the paper pairs it with (spec §5).
 _MODEL_DEFAULTS: dict[str, tuple[int, tuple[int, int, int]]] = {
@@ -280,6 +300,109 @@ def masked_dense_step(model: nn.Module) -> StepFn:
     return step
 
 
+def sparse_kernel_step(break_even: Mapping[str, tuple[float, float]]) -> StepBuilder:
+    """Return a step builder that runs every ``nn.Linear`` at or below its break-even density on the CSR kernel.
+
+    The builder swaps, for the configuration at hand, each weight of ``break_even`` whose mask density is at most
+    its break-even density without dense weight gradient (and that density > 0) for a ``SparseLinear``
+    (``sparsify_linear_layers_``), as ``SimulationEngine.sparse_layers`` chooses in a run outside importance
+    rounds; the other weights stay masked dense. The step is :func:`masked_dense_step` on that model (the sparse
+    layers have nothing to mask); its ``close()`` swaps the dense layers back, with the trained values.
+
+    Parameters
+    ----------
+    break_even : Mapping[str, tuple[float, float]]
+        Weight name → (break-even density without dense weight gradient, with it), as from
+        :func:`measure_linear_break_even`; names absent stay masked dense.
+
+    Returns
+    -------
+    StepBuilder
+        Its ``__name__`` is ``"sparse_kernel_step"``, saved as the profile's ``meta["step"]``.
+
+    Examples
+    --------
+    >>> model = build_model("mlp", 3, (1, 2, 2), hidden_sizes=[4])
+    >>> _ = attach_masks(model)
+    >>> step = sparse_kernel_step({"fc1.weight": (1.0, 1.0)})(model)
+    >>> type(model.fc1).__name__
+    'SparseLinear'
+    >>> step(torch.zeros(5, 1, 2, 2), torch.zeros(5, dtype=torch.long)); step.close(); type(model.fc1).__name__
+    'Linear'
+    """
+    thresholds = {name: without for name, (without, _) in break_even.items()}
+
+    def build(model: nn.Module) -> StepFn:
+        masks = get_masks(model)
+        densities = layer_densities(masks)
+        chosen = [n for n, b in thresholds.items() if b > 0 and densities[n] <= b]
+        swapped = sparsify_linear_layers_(model, masks, chosen)
+        optimizer = torch.optim.SGD(model.parameters(), lr=_PROFILE_LR)  # after the swap: new parameter objects
+        model.train()
+
+        def step(x: Tensor, y: Tensor) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            swapped.mask_gradients_()
+            optimizer.step()
+            swapped.apply_masks_()
+
+        step.close = swapped.restore_  # type: ignore[attr-defined]
+        return step
+
+    build.__name__ = "sparse_kernel_step"
+    return build
+
+
+def measure_linear_break_even(
+    settings: ProfileSettings,
+    densities: Sequence[float] = BREAK_EVEN_DENSITIES,
+    repeats: int = 5,
+) -> dict[str, tuple[float, float]]:
+    """Measure, per prunable ``nn.Linear`` weight of the profiled model, the density below which CSR wins.
+
+    Runs ``prunefl.sparse.backend.measure_break_even`` on each layer's shape at ``settings.batch_size`` and
+    ``settings.threads`` (0: torch's current count), without and with the dense weight gradient. Convolutions
+    are left out: they stay masked dense.
+
+    Parameters
+    ----------
+    settings : ProfileSettings
+        The model, batch and threads.
+    densities : Sequence[float]
+        Densities to test (default: :data:`BREAK_EVEN_DENSITIES`).
+    repeats : int
+        Timed runs per density and path, ≥ 1 (default: 5).
+
+    Returns
+    -------
+    dict[str, tuple[float, float]]
+        Weight name → (without dense weight gradient, with it); 0.0 where the sparse kernel never won.
+
+    Examples
+    --------
+    >>> table = measure_linear_break_even(ProfileSettings("mlp", threads=1), densities=(0.5, 0.1), repeats=1)
+    >>> list(table)
+    ['fc1.weight', 'fc2.weight']
+    """
+    with _torch_threads(settings.threads), torch.random.fork_rng():
+        model = _build_model(settings)
+        table: dict[str, tuple[float, float]] = {}
+        for name, _ in prunable_parameters(model):
+            owner = model.get_submodule(name.rpartition(".")[0])
+            if not isinstance(owner, nn.Linear):
+                continue
+            without, with_dw = (
+                measure_break_even(owner.in_features, owner.out_features, settings.batch_size, densities, repeats,
+                                   dense_weight_grad=dw).break_even_density
+                for dw in (False, True)
+            )
+            table[name] = (without, with_dw)
+            logger.info("break-even density of %s: %.2f (no dense weight gradient), %.2f (with)", name, without,
+                        with_dw)
+    return table
+
+
 def prunable_sizes(settings: ProfileSettings) -> dict[str, int]:
     """Return n_l, the number of weights of each prunable layer of the profiled model, in model order.
 
@@ -363,7 +486,12 @@ def measure_step_times(
             set_masks_(model, masks)
             apply_masks_(model)
             run = build_step(model)
-            samples[index] += _time_steps(run, batches, settings.burn_in, n_timed)
+            try:
+                samples[index] += _time_steps(run, batches, settings.burn_in, n_timed)
+            finally:
+                close = getattr(run, "close", None)
+                if close is not None:
+                    close()
             kept[index] = {name: int(mask.sum()) for name, mask in masks.items()}
             if progress is not None:
                 progress(done, len(visits))
@@ -448,8 +576,9 @@ def save_profile(
     fit: FitResult,
     settings: ProfileSettings,
     meta: Mapping[str, Any] | None = None,
+    break_even: Mapping[str, tuple[float, float]] | None = None,
 ) -> Path:
-    """Write a fitted profile as JSON, for ``timing.profile`` and :func:`load_profile`.
+    """Write a fitted profile as JSON, for ``timing.profile``, :func:`load_profile` and :func:`load_profile_break_even`.
 
     Creates the parent folders, and writes through a temporary file renamed into place, so a reader never sees
     half a file. JSON only: no pickle (spec §10 item 1).
@@ -465,6 +594,10 @@ def save_profile(
     meta : Mapping or None
         Extra JSON-serialisable facts, saved under ``"meta"``; a ``"threads"`` key overrides the thread count
         recorded (default: ``settings.threads`` or torch's current count) (default: None).
+    break_even : Mapping or None
+        Weight name → (break-even density without dense weight gradient, with it) of a profile timed with
+        sparse kernels; saved as ``"break_even": {name: {"no-dense-grad": x, "dense-grad": y}}`` with
+        ``"kernels": "auto"``. None saves ``"kernels": "masked"`` and no table (default: None).
 
     Returns
     -------
@@ -490,6 +623,8 @@ def save_profile(
         "compute_s_per_weight_per_step": list(tm.compute_s_per_weight_per_step),  # a_l
         "constant_s_per_step": tm.constant_s_per_step,  # t0
         "comm_s_per_weight": tm.comm_s_per_weight,  # b
+        "kernels": "masked" if break_even is None else "auto",
+        **({} if break_even is None else {"break_even": _break_even_record(break_even)}),
         "fit": {"r_squared": fit.r_squared, "rmse_s": fit.rmse_s, "n_measurements": len(fit.measurements)},
         "settings": asdict(settings),
         "environment": {
@@ -551,19 +686,7 @@ def load_profile(path: str | os.PathLike[str], layer_names: Sequence[str]) -> Ti
     True
     """
     source = Path(path)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"profile {str(source)!r} not found; create it with `prunefl profile --model <name>`"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"profile {str(source)!r} cannot be read: {exc}") from exc
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"profile {str(source)!r} is not valid JSON ({exc}); re-run `prunefl profile`") from exc
-    _check_profile_record(record, source)
+    record = _read_profile_record(source)
     found = tuple(record["layer_names"])
     expected = tuple(layer_names)
     if found != expected:
@@ -582,11 +705,59 @@ def load_profile(path: str | os.PathLike[str], layer_names: Sequence[str]) -> Ti
         raise ConfigError(f"profile {str(source)!r} holds an invalid time model: {exc}") from exc
 
 
+def load_profile_break_even(path: str | os.PathLike[str]) -> dict[str, tuple[float, float]] | None:
+    """Read the break-even table of a profile timed with ``--kernels auto``; None for a masked profile.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The profile file.
+
+    Returns
+    -------
+    dict[str, tuple[float, float]] or None
+        Weight name → (break-even density without dense weight gradient, with it), the shape of
+        ``SimulationSetup.break_even``; None if the profile has no table.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read as a profile (as :func:`load_profile`), or its table is malformed: not an
+        object of ``{"no-dense-grad": x, "dense-grad": y}`` with each value in [0, 1].
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> fit = fit_time_model([Measurement({"w": 1.0}, {"w": n}, 1.0 + n) for n in (0, 1)], ["w"], 0.0)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = save_profile(Path(d) / "p.json", fit, ProfileSettings("mlp"), None, {"w": (0.2, 0.1)})
+    ...     load_profile_break_even(path)
+    {'w': (0.2, 0.1)}
+    """
+    source = Path(path)
+    table = _read_profile_record(source).get("break_even")
+    if table is None:
+        return None
+    where = f"profile {str(source)!r}: break_even"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be an object of weight name -> densities, got {table!r}")
+    out: dict[str, tuple[float, float]] = {}
+    for name, entry in table.items():
+        values = [entry.get(k) for k in _BREAK_EVEN_KEYS] if isinstance(entry, dict) else [None, None]
+        if not all(_is_real(v) and 0.0 <= v <= 1.0 for v in values):
+            raise ConfigError(
+                f"{where}[{name!r}] must be {{'no-dense-grad': x, 'dense-grad': y}} with x, y in [0, 1], got {entry!r}"
+            )
+        out[name] = (float(values[0]), float(values[1]))
+    return out
+
+
 def run_profile(
     settings: ProfileSettings,
     out_path: str | os.PathLike[str],
     progress: Callable[[int, int], None] | None = None,
     step: StepBuilder | None = None,
+    break_even: Mapping[str, tuple[float, float]] | None = None,
 ) -> FitResult:
     """Measure, fit and save: :func:`measure_step_times`, :func:`fit_time_model`, :func:`save_profile`.
 
@@ -602,7 +773,11 @@ def run_profile(
     progress : callable or None
         ``progress(done, total)`` after each configuration (default: None).
     step : StepBuilder or None
-        The step to time; None is :func:`masked_dense_step` (default: None).
+        The step to time; None is :func:`masked_dense_step`, or :func:`sparse_kernel_step` of ``break_even`` if
+        that is given (default: None).
+    break_even : Mapping or None
+        Break-even table (:func:`measure_linear_break_even`) saved in the profile as ``kernels = "auto"``; None
+        saves a masked profile (default: None).
 
     Returns
     -------
@@ -617,17 +792,43 @@ def run_profile(
     >>> fit.time_model.layer_names
     ('fc1.weight', 'fc2.weight')
     """
-    build_step = masked_dense_step if step is None else step
+    if step is not None:
+        build_step = step
+    else:
+        build_step = masked_dense_step if break_even is None else sparse_kernel_step(break_even)
     threads = settings.threads or torch.get_num_threads()
     measurements = measure_step_times(settings, build_step, progress)
     fit = fit_time_model(measurements, list(measurements[0].kept), settings.comm_s_per_weight)
     meta = {"step": getattr(build_step, "__name__", type(build_step).__name__), "threads": threads}
-    save_profile(out_path, fit, settings, meta)
+    save_profile(out_path, fit, settings, meta, break_even)
     return fit
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Private helpers
+
+
+def _read_profile_record(source: Path) -> dict[str, Any]:
+    """Return the checked JSON record of a profile file; raise ConfigError naming the path if it is not one."""
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"profile {str(source)!r} not found; create it with `prunefl profile --model <name>`"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"profile {str(source)!r} cannot be read: {exc}") from exc
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"profile {str(source)!r} is not valid JSON ({exc}); re-run `prunefl profile`") from exc
+    _check_profile_record(record, source)
+    return record
+
+
+def _break_even_record(break_even: Mapping[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
+    """Return the profile JSON form of a break-even table: {name: {"no-dense-grad": x, "dense-grad": y}}."""
+    return {name: dict(zip(_BREAK_EVEN_KEYS, map(float, pair), strict=True)) for name, pair in break_even.items()}
 
 
 def _build_model(settings: ProfileSettings) -> nn.Module:

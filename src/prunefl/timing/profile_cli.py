@@ -67,7 +67,8 @@ def add_profile_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "profile",
         help="measure the local-step time of a model on this machine and fit a time-model profile",
-        description="Time one local step (masked dense kernels) under random per-layer masks, fit "
+        description="Time one local step (masked dense kernels, or CSR fc kernels with --kernels auto) under random "
+        "per-layer masks, fit "
         "step_s = t0 + sum_l a_l * kept_l by non-negative least squares, print the fit and write a JSON profile "
         "for `timing.profile` (spec §10 item 9).",
     )
@@ -98,6 +99,10 @@ def add_profile_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"seed of weights, batches and masks (default: {_HELP_DEFAULTS['seed']})")
     p.add_argument("--num-classes", default=None, help="output classes (default: the model's data set)")
     p.add_argument("--input-shape", default=None, help="C,H,W of one example (default: the model's data set)")
+    p.add_argument("--kernels", choices=("masked", "auto"), default="masked",
+                   help="masked: time masked dense kernels; auto: first measure each fc layer's break-even density, "
+                   "then run the fc layers at or below it on the CSR kernel, as `fl.kernels = \"auto\"` does, and "
+                   "save the break-even table in the profile (default: masked)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_profile)
     return p
@@ -126,18 +131,23 @@ def cmd_profile(args: argparse.Namespace) -> int:
     >>> code, "t0 (s/step)" in printed.getvalue()
     (0, True)
     """
-    from prunefl.timing.profile import prunable_sizes, run_profile
+    from prunefl.timing.profile import measure_linear_break_even, prunable_sizes, run_profile
 
     settings = settings_from_args(args)
     out = Path(args.out) if args.out else default_profile_path(settings.model)
+    break_even = None
+    if getattr(args, "kernels", "masked") == "auto":
+        print(f"measuring break-even densities of the fc layers of {settings.model} ...", file=sys.stderr)
+        break_even = measure_linear_break_even(settings)
     bar, progress = (None, None) if args.no_progress else _progress_bar(settings.model)
     try:
-        fit = run_profile(settings, out, progress=progress)
+        fit = run_profile(settings, out, progress=progress, break_even=break_even)
     finally:
         if bar is not None:
             bar.close()
-    print(format_profile_table(fit, settings, prunable_sizes(settings)))
-    print(_MASKED_DENSE_NOTE)
+    print(format_profile_table(fit, settings, prunable_sizes(settings), break_even))
+    if break_even is None:
+        print(_MASKED_DENSE_NOTE)
     print(f"profile: {out}")
     return 0
 
@@ -194,8 +204,16 @@ def default_profile_path(model: str) -> Path:
     return Path("profiles") / f"{model}-{socket.gethostname() or 'localhost'}.json"
 
 
-def format_profile_table(fit: FitResult, settings: ProfileSettings, sizes: dict[str, int]) -> str:
+def format_profile_table(
+    fit: FitResult,
+    settings: ProfileSettings,
+    sizes: dict[str, int],
+    break_even: dict[str, tuple[float, float]] | None = None,
+) -> str:
     """Return the fit as text: per-layer coefficients, t0, b, fit quality, predicted against measured steps.
+
+    With a ``break_even`` table (``--kernels auto``) each layer also shows its break-even density without and
+    with the dense weight gradient ("-" for a layer not in the table: a convolution, always masked dense).
 
     Examples
     --------
@@ -208,14 +226,21 @@ def format_profile_table(fit: FitResult, settings: ProfileSettings, sizes: dict[
     tm = fit.time_model
     a = fit.compute_s_per_weight_per_step
     name_width = max(12, *(len(n) for n in tm.layer_names))
+    kernels = "masked dense kernels" if break_even is None else "CSR kernels at or below break-even (auto)"
     lines = [
         f"profile of {settings.model}: batch {settings.batch_size}, input {settings.input_shape}, "
-        f"{len(fit.measurements)} configurations x median of {settings.repeats} steps over {settings.passes} passes",
+        f"{len(fit.measurements)} configurations x median of {settings.repeats} steps over {settings.passes} passes, "
+        f"{kernels}",
         "",
-        f"{'layer':<{name_width}}  {'weights':>10}  {'a_l (s/kept weight/step)':>24}  {'a_l*n_l (s/step)':>16}",
+        f"{'layer':<{name_width}}  {'weights':>10}  {'a_l (s/kept weight/step)':>24}  {'a_l*n_l (s/step)':>16}"
+        + ("" if break_even is None else f"  {'break-even':>10}  {'(dense grad)':>12}"),
     ]
     for name in tm.layer_names:
-        lines.append(f"{name:<{name_width}}  {sizes[name]:>10,}  {a[name]:>24.4e}  {a[name] * sizes[name]:>16.6f}")
+        row = f"{name:<{name_width}}  {sizes[name]:>10,}  {a[name]:>24.4e}  {a[name] * sizes[name]:>16.6f}"
+        if break_even is not None:
+            without, with_dw = (f"{v:g}" for v in break_even[name]) if name in break_even else ("-", "-")
+            row += f"  {without:>10}  {with_dw:>12}"
+        lines.append(row)
     full_s = tm.constant_s_per_step + sum(a[n] * sizes[n] for n in tm.layer_names)
     lines += [
         "",
