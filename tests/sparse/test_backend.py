@@ -258,3 +258,13 @@ def test_sparsify_bad_layer_raises_and_leaves_model_unchanged(layers: list[str],
     with pytest.raises(ConfigError, match=expected_in_message):
         sparsify_linear_layers_(model, masks, ["fc2.weight", *layers])
     assert dict(model.named_modules()) == modules_before
+
+
+def test_min_speedup_can_only_lower_the_break_even_density() -> None:
+    # Prepare / Execute: the same seeded problem, with and without a margin (timings differ run to run, so the
+    # property tested is the rule: a margin of 1000x can never be met)
+    from prunefl.sparse.backend import measure_break_even
+
+    strict = measure_break_even(64, 32, batch_size=4, densities=[0.5, 0.1], repeats=1, min_speedup=1000.0)
+    # Assert
+    assert strict.break_even_density == 0.0

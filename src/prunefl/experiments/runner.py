@@ -26,7 +26,7 @@ from prunefl.models import build_model
 from prunefl.models.init import apply_init_
 from prunefl.pruning.adaptive import AdaptivePruning, AdaptiveSettings
 from prunefl.pruning.initial import InitialPruningSettings, IPRound, initial_pruning
-from prunefl.sparse.backend import measure_break_even
+from prunefl.sparse.backend import SWITCH_MIN_SPEEDUP, measure_break_even
 from prunefl.sparse.masks import attach_masks, density, prunable_parameters
 from prunefl.timing.clock import LinkProfile, make_devices
 from prunefl.timing.model import TimeModel
@@ -172,7 +172,7 @@ def measure_layer_break_even(model: torch.nn.Module, batch_size: int, repeats: i
             continue  # convolutions stay masked dense: a sparse im2col path was measured slower
         pair = tuple(
             measure_break_even(owner.in_features, owner.out_features, batch_size, BREAK_EVEN_DENSITIES, repeats,
-                               dense_weight_grad=dw).break_even_density
+                               dense_weight_grad=dw, min_speedup=SWITCH_MIN_SPEEDUP).break_even_density
             for dw in (False, True)
         )
         out[name] = (pair[0], pair[1])

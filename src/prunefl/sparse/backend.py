@@ -40,6 +40,7 @@ from prunefl.sparse.linear import SparseLinear
 from prunefl.sparse.masks import layer_densities
 
 __all__ = [
+    "SWITCH_MIN_SPEEDUP",
     "BreakEven",
     "Kernel",
     "SparseLayers",
@@ -49,6 +50,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# Margin a layer's sparse kernel must beat masked dense by, in isolation, before a client switches it inside whole
+# steps: measured on Conv-2's fc1, an isolated "win" at density 0.5 made whole 5-step updates slower (swap cost,
+# cache effects between layers), while at <= 0.3 the isolated gain of >= 1.25x carried over.
+SWITCH_MIN_SPEEDUP = 1.25
 
 Kernel = Literal["dense", "sparse"]
 """How a prunable layer computes: "dense" (masked dense weight) or "sparse" (`SparseLinear`, fc layers only)."""
@@ -93,6 +99,7 @@ def measure_break_even(
     densities: Sequence[float],
     repeats: int,
     dense_weight_grad: bool = False,
+    min_speedup: float = 1.0,
 ) -> BreakEven:
     """Time forward+backward of a masked dense and a sparse fc layer side by side; return the break-even density.
 
@@ -117,6 +124,9 @@ def measure_break_even(
         Timed runs per density and path (≥ 1).
     dense_weight_grad : bool
         Whether the sparse path computes the dense weight gradient too (default: False).
+    min_speedup : float
+        Sparse "wins" at a density only when it is at least this many times faster; callers that switch layers
+        inside whole training steps pass :data:`SWITCH_MIN_SPEEDUP` (default: 1.0).
 
     Returns
     -------
@@ -161,7 +171,7 @@ def measure_break_even(
                 sparse_runs[index].append(sparse_s)
     dense_median = tuple(statistics.median(runs) for runs in dense_runs)
     sparse_median = tuple(statistics.median(runs) for runs in sparse_runs)
-    wins = [float(d) for d, ds, ss in zip(densities, dense_median, sparse_median) if ss < ds]
+    wins = [float(d) for d, ds, ss in zip(densities, dense_median, sparse_median) if ss * min_speedup < ds]
     result = BreakEven(
         in_features=in_features,
         out_features=out_features,

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from prunefl.errors import ConfigError
 from prunefl.models import MODEL_NAMES, build_model
-from prunefl.sparse.backend import measure_break_even, sparsify_linear_layers_
+from prunefl.sparse.backend import SWITCH_MIN_SPEEDUP, measure_break_even, sparsify_linear_layers_
 from prunefl.sparse.masks import (
     apply_masks_,
     attach_masks,
@@ -394,7 +394,7 @@ def measure_linear_break_even(
                 continue
             without, with_dw = (
                 measure_break_even(owner.in_features, owner.out_features, settings.batch_size, densities, repeats,
-                                   dense_weight_grad=dw).break_even_density
+                                   dense_weight_grad=dw, min_speedup=SWITCH_MIN_SPEEDUP).break_even_density
                 for dw in (False, True)
             )
             table[name] = (without, with_dw)
