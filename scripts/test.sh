@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
+echo "type check: mypy src/prunefl" >&2
+.venv/bin/python -m mypy src/prunefl
 exec .venv/bin/python -m pytest -q "$@"

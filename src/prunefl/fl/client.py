@@ -162,5 +162,5 @@ def _gradients(model: nn.Module, names: list[str], swap: SparseLayers | None) ->
     out = []
     for n in names:  # one entry per parameter tensor (~10-60), not per element
         g = dense[n] if n in dense else model.get_parameter(n).grad
-        out.append(g)
+        out.append(g if g is not None else torch.zeros(_shape_of(model, n, swap)))  # unused parameter: no gradient
     return out

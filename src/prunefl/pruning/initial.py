@@ -119,9 +119,9 @@ def initial_pruning(
             loss = loss_fn(model(x), y)
             loss.backward()
             mask_gradients_(model)  # IP masks inside the step: pruned weights get zero gradient (spec §3.2)
-            grads = [p.grad for _, p in params]
-            torch._foreach_addcmul_([importance[n] for n, _ in params], [g.double() for g in grads],
-                                    [g.double() for g in grads])  # s += g² per step
+            grads = [p.grad.double() if p.grad is not None else torch.zeros_like(p, dtype=torch.float64)
+                     for _, p in params]
+            torch._foreach_addcmul_([importance[n] for n, _ in params], grads, grads)  # s += g² per step
             optimizer.step()
             apply_masks_(model)
             loss_sum += float(loss.detach())

@@ -835,9 +835,9 @@ def _compress_values(values: np.ndarray, compressor: zstandard.ZstdCompressor | 
     codec = _Codec.SHUFFLED_ZSTD if itemsize > 1 else _Codec.ZSTD
     if values.size > 4 * _SAMPLE_ELEMENTS:
         sample = _byte_planes(values[:_SAMPLE_ELEMENTS])
-        if len(compressor.compress(sample)) > _SAMPLE_WORTH_IT * sample.size:
+        if len(compressor.compress(sample.tobytes())) > _SAMPLE_WORTH_IT * sample.size:
             return _Codec.RAW, raw
-    packed = compressor.compress(_byte_planes(values) if itemsize > 1 else raw)
+    packed = compressor.compress((_byte_planes(values) if itemsize > 1 else raw).tobytes())
     return (codec, packed) if len(packed) < raw.size else (_Codec.RAW, raw)
 
 

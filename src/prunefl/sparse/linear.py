@@ -98,6 +98,14 @@ class SparseLinear(nn.Module):
     (2, (4, 2))
     """
 
+    # registered buffers, declared for type checkers
+    crow_indices: Tensor
+    col_indices: Tensor
+    flat_indices: Tensor
+    ccol_indices: Tensor
+    csc_row_indices: Tensor
+    csc_permutation: Tensor
+
     def __init__(
         self,
         in_features: int,

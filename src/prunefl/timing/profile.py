@@ -744,11 +744,11 @@ def load_profile_break_even(path: str | os.PathLike[str]) -> dict[str, tuple[flo
     out: dict[str, tuple[float, float]] = {}
     for name, entry in table.items():
         values = [entry.get(k) for k in _BREAK_EVEN_KEYS] if isinstance(entry, dict) else [None, None]
-        if not all(_is_real(v) and 0.0 <= v <= 1.0 for v in values):
+        if not all(_is_real(v) and 0.0 <= v <= 1.0 for v in values):  # type: ignore[operator]
             raise ConfigError(
                 f"{where}[{name!r}] must be {{'no-dense-grad': x, 'dense-grad': y}} with x, y in [0, 1], got {entry!r}"
             )
-        out[name] = (float(values[0]), float(values[1]))
+        out[name] = (float(values[0]), float(values[1]))  # type: ignore[arg-type]
     return out
 
 
