@@ -86,6 +86,9 @@ def test_method_runs_with_measured_profile(method: str, tmp_path: Path, profile:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == method
     assert ("ip" in summary) == bool(ip)
+    if ip:
+        assert summary["ip"]["final-density"] == ip[-1]["density"]
+        assert summary["ip"]["rounds"] == len(ip) and summary["ip"]["sim-compute-s"] > 0
     # the profile's constants, not a preset, timed the rounds: the t0 it measured on this machine
     prof = json.loads(profile.read_text())
     assert fl[0]["round-sim-s"] >= 5 * prof["constant_s_per_step"] * 0.99

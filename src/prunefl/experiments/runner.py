@@ -216,7 +216,7 @@ def run_experiment(
     extra: dict[str, Any] = {}
     try:
         if config.pruning.uses_initial_pruning:
-            extra["ip"] = _run_initial_pruning(config, setup, record, start_wall)
+            extra[K.K_IP] = _run_initial_pruning(config, setup, record, start_wall)
         if config.pruning.adapts_during_fl:
             setup.policy = AdaptivePruning(_adaptive_settings(config), setup.devices)
         engine = SimulationEngine(setup)
@@ -313,7 +313,7 @@ def _run_initial_pruning(
         clock[0] += charged
         record({
             K.K_ROUND: ip.round,
-            K.K_STAGE: "ip",
+            K.K_STAGE: K.STAGE_IP,
             K.K_ROUND_SIM_S: charged,
             K.K_SIM_CLOCK_S: clock[0],
             K.K_WALL_S: time.perf_counter() - start_wall,
@@ -339,12 +339,12 @@ def _run_initial_pruning(
         setup.server.state = {k: (v * result.masks[k] if k in result.masks else v) for k, v in result.state.items()}
     setup.start_sim_clock_s = clock[0]
     return {
-        "rounds": result.rounds,
-        "started-at": result.started_at,
-        "stop-reason": result.stop_reason,
+        K.K_ROUNDS: result.rounds,
+        K.K_IP_STARTED_AT: result.started_at,
+        K.K_IP_STOP_REASON: result.stop_reason,
         "reconfigurations": len(result.reconfigurations),
-        "density": density(result.masks),
-        "sim-clock-s": clock[0],  # what the clock was charged
-        "sim-compute-s": result.sim_compute_s,  # what IP cost the selected client, charged or not
-        "charged": p.charge_ip_time,
+        K.K_FINAL_DENSITY: density(result.masks),
+        K.K_SIM_CLOCK_S: clock[0],  # what the clock was charged
+        K.K_IP_COMPUTE_S: result.sim_compute_s,  # what IP cost the selected client, charged or not
+        K.K_IP_CHARGED: p.charge_ip_time,
     }

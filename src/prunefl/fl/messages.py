@@ -45,6 +45,22 @@ __all__ = [
     "K_TARGETS",
     "K_TARGET_ACCURACY",
     "K_NUM_EXAMPLES",
+    "K_REMOVED",
+    "K_ADDED",
+    "K_KEPT",
+    "K_OBJECTIVE_BEFORE",
+    "K_OBJECTIVE_AFTER",
+    "K_MAX_DECREASE",
+    "K_DENSITY_CAP",
+    "K_DENSITY_BEFORE",
+    "K_DENSITY_AFTER",
+    "K_IP",
+    "K_IP_STARTED_AT",
+    "K_IP_STOP_REASON",
+    "K_IP_COMPUTE_S",
+    "K_IP_CHARGED",
+    "STAGE_IP",
+    "STAGE_FL",
 ]
 
 # --- metrics.jsonl: one row per round (and per IP round, stage "ip") ---
@@ -79,6 +95,26 @@ K_FINAL_LOSS_FULL = "final-loss-full-test"
 K_FINAL_DENSITY = "final-density"
 K_TARGETS = "targets"  # list of {target-accuracy, round, sim-clock-s, wall-s} (null where not reached)
 K_TARGET_ACCURACY = "target-accuracy"
+
+# --- reconfiguration records (metrics row "reconfig") ---
+K_REMOVED = "removed"  # {layer: int} weights in use before, pruned after
+K_ADDED = "added"  # {layer: int} weights pruned before, in use after (regrown)
+K_KEPT = "kept"  # {layer: int} weights in use after
+K_OBJECTIVE_BEFORE = "objective-before"  # Φ = Δ/T of the old mask
+K_OBJECTIVE_AFTER = "objective-after"
+K_MAX_DECREASE = "max-decrease"  # δ used
+K_DENSITY_CAP = "density-cap"  # D(r) or null
+K_DENSITY_BEFORE = "density-before"
+K_DENSITY_AFTER = "density-after"
+
+# --- initial pruning summary (summary.json "ip") ---
+K_IP = "ip"
+K_IP_STARTED_AT = "started-at"  # IP round whose training accuracy started reconfiguration, or null
+K_IP_STOP_REASON = "stop-reason"  # "stable" or "max_rounds"
+K_IP_COMPUTE_S = "sim-compute-s"  # simulated compute of IP at the selected client, charged or not
+K_IP_CHARGED = "charged"  # whether that time is on the clock
+STAGE_IP = "ip"
+STAGE_FL = "fl"
 
 # --- message keys ---
 K_NUM_EXAMPLES = "num-examples"

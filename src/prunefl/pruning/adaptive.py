@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import torch
 
+from prunefl.fl import messages as K
 from prunefl.fl.server import RoundUpdate, Server
 from prunefl.pruning.reconfigure import Reconfiguration, reconfigure
 from prunefl.pruning.schedules import density_cap, max_decrease
@@ -131,10 +132,10 @@ class AdaptivePruning:
     def observe(self, row: Mapping[str, Any]) -> None:
         """See a finished metrics row; starts the schedule once the accuracy trigger is met."""
         s = self.settings
-        acc = row.get("test-accuracy")
+        acc = row.get(K.K_TEST_ACCURACY)
         if self._start is None and acc is not None and acc >= s.reconfig_start_accuracy:
             # first interval boundary after the trigger, counted from round 0 (as the official rounds 50, 100, ...)
-            r = int(row["round"]) + 1
+            r = int(row[K.K_ROUND]) + 1
             self._start = -(-r // s.reconfig_interval) * s.reconfig_interval
             logger.info("accuracy %.4f reached at round %d: first reconfiguration at round %d", acc, r - 1, self._start)
 
@@ -171,13 +172,13 @@ def fixed_importance(importance: Mapping[str, torch.Tensor], masks: Mapping[str,
 def reconfig_record(rec: Reconfiguration) -> dict[str, Any]:
     """The metrics.jsonl form of a reconfiguration: per-layer removed/added (regrown) counts and objective."""
     return {
-        "removed": dict(rec.removed),
-        "added": dict(rec.added),
-        "kept": dict(rec.kept_after),
-        "objective-before": rec.objective_before,
-        "objective-after": rec.objective_after,
-        "max-decrease": rec.max_decrease,
-        "density-cap": rec.density_cap,
-        "density-before": rec.density_before,
-        "density-after": rec.density_after,
+        K.K_REMOVED: dict(rec.removed),
+        K.K_ADDED: dict(rec.added),
+        K.K_KEPT: dict(rec.kept_after),
+        K.K_OBJECTIVE_BEFORE: rec.objective_before,
+        K.K_OBJECTIVE_AFTER: rec.objective_after,
+        K.K_MAX_DECREASE: rec.max_decrease,
+        K.K_DENSITY_CAP: rec.density_cap,
+        K.K_DENSITY_BEFORE: rec.density_before,
+        K.K_DENSITY_AFTER: rec.density_after,
     }

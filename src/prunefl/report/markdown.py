@@ -48,6 +48,7 @@ from prunefl.report.results_io import (
     K_DENSITY_AFTER,
     K_DENSITY_BEFORE,
     K_IP,
+    K_IP_COMPUTE_S,
     K_MAX_DECREASE,
     K_OBJECTIVE_AFTER,
     K_OBJECTIVE_BEFORE,
@@ -355,12 +356,13 @@ def _run_report_lines(run: RunResults) -> Iterator[str]:
         yield "## Initial pruning"
         yield ""
         yield from _table(
-            ["IP rounds", "density after IP", "simulated time"],
+            ["IP rounds", "density after IP", "charged to the clock", "IP compute at the client"],
             [
                 [
                     _fmt_int(ip.get(K_ROUNDS)),
                     _fmt_density(ip.get(K_FINAL_DENSITY)),
                     _fmt_seconds(ip.get(K_SIM_CLOCK_S)),
+                    _fmt_seconds(ip.get(K_IP_COMPUTE_S)),
                 ]
             ],
         )

@@ -17,7 +17,25 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from prunefl.errors import DataError
-from prunefl.fl.messages import K_DENSITY, K_METHOD, K_ROUND, K_SIM_CLOCK_S, K_STAGE, K_TEST_ACCURACY
+from prunefl.fl.messages import (  # noqa: F401  (re-exported for the other report modules)
+    K_ADDED,
+    K_DENSITY,
+    K_DENSITY_AFTER,
+    K_DENSITY_BEFORE,
+    K_IP,
+    K_IP_COMPUTE_S,
+    K_MAX_DECREASE,
+    K_METHOD,
+    K_OBJECTIVE_AFTER,
+    K_OBJECTIVE_BEFORE,
+    K_REMOVED,
+    K_ROUND,
+    K_SIM_CLOCK_S,
+    K_STAGE,
+    K_TEST_ACCURACY,
+    STAGE_FL,
+    STAGE_IP,
+)
 
 __all__ = [
     "METRICS_FILE",
@@ -40,19 +58,6 @@ logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.toml"
-
-# Keys and values the engines write but fl/messages.py does not define yet. They belong there (STYLE.md,
-# "Naming"); until they move, this is the only place in report/ that spells them.
-K_IP = "ip"  # summary.json: {rounds, final-density, sim-clock-s} of initial pruning, absent without IP
-K_REMOVED = "removed"  # reconfig: {layer: int} weights removed
-K_ADDED = "added"  # reconfig: {layer: int} weights added
-K_OBJECTIVE_BEFORE = "objective-before"
-K_OBJECTIVE_AFTER = "objective-after"
-K_MAX_DECREASE = "max-decrease"  # δ
-K_DENSITY_BEFORE = "density-before"
-K_DENSITY_AFTER = "density-after"
-STAGE_IP = "ip"
-STAGE_FL = "fl"
 
 # A row without these cannot be placed on any plot or table.
 _REQUIRED_ROW_KEYS = (K_ROUND, K_SIM_CLOCK_S, K_DENSITY)
