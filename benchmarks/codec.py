@@ -29,6 +29,7 @@ import numpy as np
 import zstandard
 
 from prunefl.sparse.codec import FORMAT_VERSION, decode_state, encode_state, information_bound_bits
+from prunefl.machine import cpu_model
 
 # Prunable weights of Conv-2 (spec §6: 6,601,504), hard-coded so the benchmark does not depend on prunefl.models.
 CONV2_SHAPES: dict[str, tuple[int, ...]] = {
@@ -94,17 +95,6 @@ def mask_section_bytes(data: bytes) -> int:
 
 def binary_entropy(d: float) -> float:
     return 0.0 if d in (0.0, 1.0) else -(d * math.log2(d) + (1 - d) * math.log2(1 - d))
-
-
-def cpu_model() -> str:
-    """Return the CPU model name from /proc/cpuinfo, or the platform string where that is unavailable."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def package_version(name: str) -> str | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from prunefl.fl.client import client_step
 from prunefl.fl.transport import Transport, WireSettings
 from prunefl.engines.simulation import SimulationEngine
 from prunefl.pruning import max_decrease, reconfigure
+from prunefl.machine import cpu_model
 from prunefl.pruning.adaptive import fixed_importance
 
 ROOT = Path(__file__).parents[1]
@@ -93,7 +93,7 @@ def main() -> None:
     out.write_text(json.dumps({
         "config": {"rounds": config.fl.rounds, "model": config.model.name, "dataset": config.data.dataset,
                    "smoke": args.smoke},
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
         "rows": rows,
     }, indent=2) + "\n")
     print(f"json: {out}")

@@ -60,6 +60,7 @@ from prunefl.sparse import (  # noqa: E402
     mask_gradients_,
     sparsify_linear_layers_,
 )
+from prunefl.machine import cpu_model
 
 SEED = 0
 BATCH_SIZE = 20  # B of every paper configuration (spec §5)
@@ -474,17 +475,6 @@ def print_breakdown(parts: dict) -> None:
         print(f"  {name:<46} {seconds * 1e3:8.2f} ms  {seconds / parts['update_s']:6.1%}")
     print(f"  after a reconfiguration, building the indices makes the swap {parts['swap_new_mask_s'] * 1e3:.2f} ms "
           f"(once per mask change, every 50 rounds in the paper)")
-
-
-def cpu_model() -> str:
-    """Return the CPU model name from /proc/cpuinfo, or the platform string where that is unavailable."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:

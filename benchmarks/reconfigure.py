@@ -28,6 +28,7 @@ import torch
 
 from prunefl.pruning import Reconfiguration, max_decrease, reconfigure, reconfigure_reference
 from prunefl.timing import preset_time_model
+from prunefl.machine import cpu_model
 
 # Prunable weight shapes in model order (spec §6); hard-coded so the benchmark does not depend on prunefl.models.
 _RESNET18_SHAPES: list[tuple[str, tuple[int, ...]]] = (
@@ -112,17 +113,6 @@ def time_runs(
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return wall, cpu, result  # repeats >= 1, checked in main()
-
-
-def cpu_model() -> str:
-    """Return the CPU model name from /proc/cpuinfo, or the platform string where that is unavailable."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from prunefl.errors import ConfigError
 from prunefl.models import MODEL_NAMES, build_model
+from prunefl.machine import cpu_model
 from prunefl.sparse.backend import SWITCH_MIN_SPEEDUP, measure_break_even, sparsify_linear_layers_
 from prunefl.sparse.masks import (
     apply_masks_,
@@ -630,7 +631,7 @@ def save_profile(
         "environment": {
             "torch_version": torch.__version__,
             "threads": extra.get("threads", settings.threads or torch.get_num_threads()),
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "hostname": socket.gethostname(),
             "platform": platform.platform(),
             "python_version": platform.python_version(),
@@ -961,17 +962,6 @@ def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if iterations >= max_iterations:
         logger.warning("NNLS stopped after %d iterations; the time-model fit may not be optimal", iterations)
     return x
-
-
-def _cpu_model() -> str:
-    """Return the CPU model name from /proc/cpuinfo, or platform.processor() where there is none."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _check_settings(s: ProfileSettings) -> None:
