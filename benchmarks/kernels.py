@@ -6,7 +6,7 @@ measured in the same run; the target is <= 0.6. Also reported: each fc layer's b
 tested density at which the sparse layer beats the masked dense one), the input of
 `prunefl.sparse.backend.choose_kernels`.
 
-(a) forward+backward of every prunable layer of Conv-2 (conv1, conv2, fc1, fc2) and of VGG-11's fc layers:
+(a) forward+backward of every prunable layer of Conv-2 (conv1, conv2, fc1, fc2) and of VGG-11 (conv1-conv8, fc1-fc3):
     dense (no mask), masked (dense kernels, then gradient and weight multiplied by the mask, as a local step
     does), sparse (`SparseLinear`, kept-values gradient only) and sparse+dW (plus the dense weight gradient,
     which importance needs; spec §3.2). Convolutions have no sparse kernel and run dense or masked.
@@ -78,6 +78,15 @@ LAYERS: tuple[tuple[str, str, str, tuple[int, ...], tuple[int, ...], bool], ...]
     ("conv2", "conv2", "conv", (64, 32, 5, 5), (32, 14, 14), True),
     ("conv2", "fc1", "fc", (2048, 3136), (3136,), True),
     ("conv2", "fc2", "fc", (NUM_CLASSES, 2048), (2048,), True),
+    # VGG-11 on CIFAR-10 (3x3, pad 1; spatial size after each max-pool, spec §6)
+    ("vgg11", "conv1", "conv", (64, 3, 3, 3), (3, 32, 32), False),
+    ("vgg11", "conv2", "conv", (128, 64, 3, 3), (64, 16, 16), True),
+    ("vgg11", "conv3", "conv", (256, 128, 3, 3), (128, 8, 8), True),
+    ("vgg11", "conv4", "conv", (256, 256, 3, 3), (256, 8, 8), True),
+    ("vgg11", "conv5", "conv", (512, 256, 3, 3), (256, 4, 4), True),
+    ("vgg11", "conv6", "conv", (512, 512, 3, 3), (512, 4, 4), True),
+    ("vgg11", "conv7", "conv", (512, 512, 3, 3), (512, 2, 2), True),
+    ("vgg11", "conv8", "conv", (512, 512, 3, 3), (512, 2, 2), True),
     ("vgg11", "fc1", "fc", (512, 512), (512,), True),
     ("vgg11", "fc2", "fc", (512, 512), (512,), True),
     ("vgg11", "fc3", "fc", (10, 512), (512,), True),
