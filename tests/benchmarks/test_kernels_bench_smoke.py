@@ -28,6 +28,7 @@ def test_kernels_benchmark_smoke_run_writes_report(tmp_path: Path) -> None:
     assert report["threads"] == 1
     assert {(r["model"], r["layer"]) for r in report["layers"]} == {
         ("conv2", "conv1"), ("conv2", "conv2"), ("conv2", "fc1"), ("conv2", "fc2"),
+        *(("vgg11", f"conv{i}") for i in range(1, 9)),
         ("vgg11", "fc1"), ("vgg11", "fc2"), ("vgg11", "fc3"),
     }
     assert {r["importance"] for r in report["updates"]} == {True, False}
