@@ -78,3 +78,18 @@ def test_importance_window_tracks_only_rounds_before_each_reconfiguration() -> N
     assert tracked == [48, 49, 50, 98, 99, 100, 148, 149, 150]
     every = AdaptivePruning(AdaptiveSettings(total_rounds=10, local_steps=5), [DeviceProfile(TM)])
     assert all(every.track_importance(r) for r in range(10))
+
+
+def test_regrow_zero_server_clears_newly_pruned_coordinates_when_masks_change() -> None:
+    # Prepare: stale values would stay at pruned coordinates; "zero" clears them the moment masks change
+    state = {"w": torch.tensor([1.0, 2.0, 3.0]), "b": torch.tensor([4.0])}
+    zero = Server(dict(state), {"w": torch.ones(3, dtype=torch.bool)}, ServerSettings(1, 1, 5, 2, 0.1, regrow_init="zero"))
+    stale = Server(dict(state), {"w": torch.ones(3, dtype=torch.bool)}, ServerSettings(1, 1, 5, 2, 0.1))
+    new = {"w": torch.tensor([True, False, True])}
+    # Execute
+    zero.masks = new
+    stale.masks = new
+    # Assert
+    assert zero.state["w"].tolist() == [1.0, 0.0, 3.0] and zero.state["b"].tolist() == [4.0]
+    assert stale.state["w"].tolist() == [1.0, 2.0, 3.0]
+    assert zero.mask_version == stale.mask_version == 1

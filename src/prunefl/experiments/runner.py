@@ -260,7 +260,6 @@ def _adaptive_settings(config: RunConfig) -> AdaptiveSettings:
         max_density=p.max_density,
         target_density=p.target_density,
         legacy_cap_off_by_one=p.legacy_cap_off_by_one,
-        regrow_init=config.fl.regrow_init,
         comm=config.timing.comm,
         importance_window=p.importance_window,
     )
@@ -334,9 +333,7 @@ def _run_initial_pruning(
         setup.model, ip_batches(config, setup), setup.loss_fn, device.time_model, settings, on_ip_round
     )
     setup.server.state = result.state
-    setup.server.masks = result.masks
-    if config.fl.regrow_init == "zero":
-        setup.server.state = {k: (v * result.masks[k] if k in result.masks else v) for k, v in result.state.items()}
+    setup.server.masks = result.masks  # state first: the masks setter zeroes pruned coordinates if regrow is "zero"
     setup.start_sim_clock_s = clock[0]
     return {
         K.K_ROUNDS: result.rounds,

@@ -78,8 +78,11 @@ class Server:
 
     @masks.setter
     def masks(self, value: dict[str, torch.Tensor]) -> None:
+        """Replace the masks; with ``regrow_init = "zero"`` pruned coordinates of the state become 0 (spec §3.8)."""
         self._masks = value
         self.mask_version += 1
+        if self.settings.regrow_init == "zero":
+            self.state = {k: (v * value[k] if k in value else v) for k, v in self.state.items()}
 
     def configure_train(
         self, round: int, upload_importance: bool = False, track_importance: bool = True

@@ -41,7 +41,6 @@ class AdaptiveSettings:
     max_density: float = 1.0
     target_density: float = 1.0
     legacy_cap_off_by_one: bool = False
-    regrow_init: Literal["stale", "zero"] = "stale"
     comm: Literal["per_weight", "link"] = "per_weight"
     importance_window: int = 0
 
@@ -95,8 +94,7 @@ class AdaptivePruning:
     ) -> dict[str, Any] | None:
         """In a reconfiguration round, replace ``server.masks`` by the reconfigured masks; return the record.
 
-        Modifies ``server.masks`` (and, with ``regrow_init = "zero"``, zeroes the pruned coordinates of
-        ``server.state``).
+        Modifies ``server.masks`` (the server then zeroes pruned coordinates under ``regrow_init = "zero"``).
         """
         if not self.upload_importance(round):
             return None
@@ -118,9 +116,7 @@ class AdaptivePruning:
             fixed_importance=fixed_importance(update.importance, server.masks),
             legacy_cap_off_by_one=s.legacy_cap_off_by_one,
         )
-        server.masks = rec.masks
-        if s.regrow_init == "zero":
-            server.state = {k: (v * server.masks[k] if k in server.masks else v) for k, v in server.state.items()}
+        server.masks = rec.masks  # the server zeroes pruned coordinates itself under regrow_init = "zero"
         self.history.append(rec)
         logger.info(
             "reconfiguration at round %d: density %.4f -> %.4f, removed %d, added %d, objective %.4g -> %.4g",
