@@ -8,11 +8,13 @@ tested density at which the sparse layer beats the masked dense one), the input 
 
 (a) forward+backward of every prunable layer of Conv-2 (conv1, conv2, fc1, fc2) and of VGG-11 (conv1-conv8, fc1-fc3):
     dense (no mask), masked (dense kernels, then gradient and weight multiplied by the mask, as a local step
-    does), sparse (`SparseLinear`, kept-values gradient only) and sparse+dW (plus the dense weight gradient,
-    which importance needs; spec §3.2). Convolutions have no sparse kernel and run dense or masked.
-(b) a whole 5-step local update of Conv-2 (10 classes): dense, masked (spec §3.1 step), and sparse-fc (fc1 and fc2
-    swapped for `SparseLinear`, convolutions masked dense; the swap in and the write-back are timed too, with
-    the indices of the previous round reused as the mask is unchanged between reconfigurations), each with
+    does), sparse (`SparseLinear` on the native kernels of `prunefl.sparse.native`, kept-values gradient only),
+    sparse+dW (plus the dense weight gradient, which importance needs; spec §3.2) and sparse-torch (torch's
+    CSR kernels: MKL SpMM and `sampled_addmm`). Convolutions have no sparse kernel and run dense or masked.
+(b) a whole 5-step local update of Conv-2 (10 classes): dense, masked (spec §3.1 step), and sparse-fc (fc1 and
+    fc2 swapped for `SparseLinear`, convolutions masked dense, as a client with a measured profile does; the
+    swap in and the write-back are timed too, with the indices of the previous round reused as the mask is
+    unchanged between reconfigurations) on the native kernels and on torch's (sparse-fc-torch), each with
     importance (dense weight gradients summed every step, the paper's every-round collection) and without (an
     "importance window" round: fully sparse fc layers).
 (c) where the sparse-fc update's time goes at the headline density: the update and its parts (each layer's
@@ -60,7 +62,8 @@ from prunefl.sparse import (  # noqa: E402
     mask_gradients_,
     sparsify_linear_layers_,
 )
-from prunefl.machine import cpu_model
+from prunefl.machine import cpu_model  # noqa: E402
+from prunefl.sparse import native  # noqa: E402
 
 SEED = 0
 BATCH_SIZE = 20  # B of every paper configuration (spec §5)
@@ -70,7 +73,9 @@ LR = 0.25  # FEMNIST INIT_LR (spec §5); the value does not change the time
 DENSITIES = (1.0, 0.5, 0.3, 0.1, 0.05, 0.01)
 HEADLINE_DENSITY = 0.1
 TARGET_RATIO = 0.6
-FC_LAYERS = ["fc1.weight", "fc2.weight"]  # Conv-2's fc weights: the layers run sparse in the sparse-fc update
+# The layers the sparse-fc updates run sparse: both fc layers, which is what a client with a measured profile
+# (`prunefl.sparse.backend.choose_kernels`) does at densities below their break-even in (a).
+FC_LAYERS = ["fc1.weight", "fc2.weight"]
 
 # (model, layer, kind, weight shape, input shape without batch, input needs grad)
 LAYERS: tuple[tuple[str, str, str, tuple[int, ...], tuple[int, ...], bool], ...] = (
@@ -177,8 +182,11 @@ def layer_cases(
             assert isinstance(masked, nn.Linear)
             sparse = SparseLinear.from_dense(masked, mask)
             sparse_dw = SparseLinear.from_dense(masked, mask, dense_weight_grad=True)
+            sparse_torch = SparseLinear.from_dense(masked, mask)
+            sparse_torch.native = False
             cases[f"sparse@{density}"] = Case(reset(sparse), forward_backward(sparse))
             cases[f"sparse+dW@{density}"] = Case(reset(sparse_dw), forward_backward(sparse_dw))
+            cases[f"sparse-torch@{density}"] = Case(reset(sparse_torch), forward_backward(sparse_torch))
     return cases
 
 
@@ -201,7 +209,7 @@ def run_layers(densities: tuple[float, ...], repeats: int, burn_in: int, batch_s
                 "model": model_name, "layer": layer, "kind": kind, "weight_shape": list(weight_shape),
                 "density": density, "dense_s": statistics.median(dense_runs), "dense_runs_s": dense_runs,
             }
-            for variant in ("masked", "sparse", "sparse+dW"):
+            for variant in ("masked", "sparse", "sparse+dW", "sparse-torch"):
                 key = f"{variant}@{density}"
                 if key in runs:
                     row[f"{variant}_s"] = statistics.median(runs[key])
@@ -301,18 +309,27 @@ def masked_update(model: nn.Module, data: list[tuple[Tensor, Tensor]], importanc
 
 
 def sparse_fc_update(
-    model: nn.Module, masks: dict[str, Tensor], data: list[tuple[Tensor, Tensor]], importance: bool
+    model: nn.Module,
+    masks: dict[str, Tensor],
+    data: list[tuple[Tensor, Tensor]],
+    importance: bool,
+    native_kernels: bool = True,
+    layers: list[str] = FC_LAYERS,
 ) -> Callable[[], None]:
-    """fc layers swapped for SparseLinear for the update, convolutions masked dense; swap and write-back timed.
+    """`layers` swapped for SparseLinear for the update, the rest masked dense; swap and write-back timed.
 
-    A round's mask is the previous round's except after a reconfiguration (every 50 rounds), so each swap
-    reuses the previous round's indices (`previous`); building them is timed apart, in (c).
+    What `prunefl.fl.client.client_step` does: a round's mask is the previous round's except after a
+    reconfiguration (every 50 rounds), so each swap reuses the previous round's indices (`previous`, and the
+    server's unchanged mask version: `same_masks`); building them is timed apart, in (c). `native_kernels`
+    False runs the swapped layers on torch's kernels (`SparseLinear.native`).
     """
-    last = {"swap": sparsify_linear_layers_(model, masks, FC_LAYERS)}
+    last = {"swap": sparsify_linear_layers_(model, masks, layers)}
     last["swap"].restore_()
 
     def run() -> None:
-        swapped = sparsify_linear_layers_(model, masks, FC_LAYERS, importance, previous=last["swap"])
+        swapped = sparsify_linear_layers_(model, masks, layers, importance, previous=last["swap"], same_masks=True)
+        for layer in swapped.sparse.values():
+            layer.native = native_kernels
         swapped.apply_masks_()
         optimizer = torch.optim.SGD(model.parameters(), lr=LR)  # built after the swap: new parameters
         # Importance covers the same tensors as in the dense update: fc weights through their dense gradient.
@@ -351,6 +368,9 @@ def run_updates(densities: tuple[float, ...], repeats: int, burn_in: int, batch_
             model = masked_model(masks, initial)
             run = sparse_fc_update(model, masks, data, importance)
             cases[f"sparse-fc@{density}"] = Case(reset_to(model, initial), run)
+            model = masked_model(masks, initial)
+            run = sparse_fc_update(model, masks, data, importance, native_kernels=False)
+            cases[f"sparse-fc-torch@{density}"] = Case(reset_to(model, initial), run)
         runs = time_interleaved(cases, repeats, burn_in)
         dense_runs = runs["dense"]
         for density in densities:
@@ -360,7 +380,7 @@ def run_updates(densities: tuple[float, ...], repeats: int, burn_in: int, batch_
                 "dense_s": statistics.median(dense_runs),
                 "dense_runs_s": dense_runs,
             }
-            for variant in ("masked", "sparse-fc"):
+            for variant in ("masked", "sparse-fc", "sparse-fc-torch"):
                 key = f"{variant}@{density}"
                 row[f"{variant}_s"] = statistics.median(runs[key])
                 row[f"{variant}_ratio"] = median_ratio(runs[key], dense_runs)
@@ -429,7 +449,8 @@ def run_breakdown(density: float, repeats: int, burn_in: int, batch_size: int) -
         "dense update": Case(reset_to(dense_model, initial), dense_update(dense_model, data, False)),
         **{name: k_passes(*layer) for name, layer in layers.items()},
         swap_same: Case(
-            lambda: None, lambda: sparsify_linear_layers_(swap_model, masks, FC_LAYERS, previous=previous).restore_()
+            lambda: None,
+            lambda: sparsify_linear_layers_(swap_model, masks, FC_LAYERS, previous=previous, same_masks=True).restore_(),
         ),
         "swap (new mask)": Case(lambda: None, lambda: sparsify_linear_layers_(swap_model, masks, FC_LAYERS).restore_()),
     }
@@ -451,12 +472,13 @@ def run_breakdown(density: float, repeats: int, burn_in: int, batch_size: int) -
 
 def print_layers(rows: list[dict], batch_size: int) -> None:
     print(f"\n(a) forward+backward per layer, batch {batch_size}: ms (ratio to dense in the same repeat)")
-    header = f"{'model':<6} {'layer':<6} {'density':>7} {'dense':>8} {'masked':>16} {'sparse':>16} {'sparse+dW':>16}"
+    header = (f"{'model':<6} {'layer':<6} {'density':>7} {'dense':>8} {'masked':>16} {'sparse':>16} {'sparse+dW':>16}"
+              f" {'sparse-torch':>16}")
     print(header)
     print("-" * len(header))
     for r in rows:
         cells = []
-        for variant in ("masked", "sparse", "sparse+dW"):
+        for variant in ("masked", "sparse", "sparse+dW", "sparse-torch"):
             if f"{variant}_s" in r:
                 cells.append(f"{r[f'{variant}_s'] * 1e3:8.3f} ({r[f'{variant}_ratio']:5.2f})")
             else:
@@ -467,14 +489,15 @@ def print_layers(rows: list[dict], batch_size: int) -> None:
 
 def print_updates(rows: list[dict], batch_size: int) -> None:
     print(f"\n(b) whole {LOCAL_STEPS}-step local update of Conv-2, batch {batch_size}: ms (ratio to dense)")
-    header = f"{'importance':<11} {'density':>7} {'dense':>9} {'masked':>17} {'sparse-fc':>17}"
+    header = f"{'importance':<11} {'density':>7} {'dense':>9} {'masked':>17} {'sparse-fc':>17} {'sparse-fc-torch':>17}"
     print(header)
     print("-" * len(header))
     for r in rows:
         label = "every step" if r["importance"] else "none"
         print(f"{label:<11} {r['density']:>7g} {r['dense_s'] * 1e3:9.2f} "
               f"{r['masked_s'] * 1e3:9.2f} ({r['masked_ratio']:4.2f}) "
-              f"{r['sparse-fc_s'] * 1e3:9.2f} ({r['sparse-fc_ratio']:4.2f})")
+              f"{r['sparse-fc_s'] * 1e3:9.2f} ({r['sparse-fc_ratio']:4.2f}) "
+              f"{r['sparse-fc-torch_s'] * 1e3:9.2f} ({r['sparse-fc-torch_ratio']:4.2f})")
 
 
 def print_breakdown(parts: dict) -> None:
@@ -507,7 +530,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(SEED)
     load_at_start = os.getloadavg()
+    if not native.available():
+        print("WARNING: the native CSR kernels did not build; 'sparse' columns use torch's kernels", file=sys.stderr)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_model()}, "
+          f"native CSR kernels {'on' if native.available() else 'OFF'}, "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, repeats {args.repeats}, burn-in {args.burn_in}, "
           f"load average {os.getloadavg()}")
 
@@ -541,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
         "cpu": cpu_model(),
+        "native_kernels": native.available(),
         "cpu_count": len(os.sched_getaffinity(0)),
         "load_average_at_start": load_at_start,
         "load_average_at_end": os.getloadavg(),

@@ -9,7 +9,7 @@ from torch import nn
 
 from prunefl.data.dataset import ArrayDataset
 from prunefl.fl.batches import BatchStream
-from prunefl.fl.client import ClientState, client_step, model_state
+from prunefl.fl.client import ClientState, SwapCache, client_step, model_state
 from prunefl.fl.losses import make_loss
 from prunefl.fl.messages import TrainIns
 from prunefl.sparse.masks import attach_masks
@@ -129,3 +129,34 @@ def test_sparse_kernel_round_matches_masked_dense_round(mode: str) -> None:
             np.testing.assert_allclose(sparse.importance[k], dense.importance[k], rtol=1e-4, atol=1e-7)
     else:
         assert sparse.importance is None
+
+
+def test_swap_cache_reuses_indices_for_the_same_mask_version_and_rebuilds_for_a_new_one() -> None:
+    # Prepare
+    model, ds, state, masks = _setup()
+    loss = make_loss("cross_entropy", 3)
+    cache = SwapCache()
+    other = {"1.weight": ~masks["1.weight"]}
+    other["1.weight"][1, :] = True
+
+    def round_(mask: dict[str, np.ndarray], version: int) -> tuple[np.ndarray, np.ndarray]:
+        ins = TrainIns(0, state, mask, 0.5, 2, 2)
+        sparse = client_step(model, ins, _client(ds), ds, loss, {"1.weight"}, swap_cache=cache, mask_version=version)
+        dense = client_step(model, ins, _client(ds), ds, loss)
+        return sparse.state["1.weight"], dense.state["1.weight"]
+
+    # Execute
+    first = round_(masks, version=1)
+    indices_1 = cache.previous.sparse["1.weight"].col_indices
+    second = round_(masks, version=1)
+    indices_2 = cache.previous.sparse["1.weight"].col_indices
+    third = round_(other, version=2)
+    layer_3 = cache.previous.sparse["1.weight"]
+
+    # Assert: shared buffers while the version holds, a new pattern (the new mask's) after it changes
+    assert indices_2 is indices_1
+    assert layer_3.col_indices is not indices_1 and layer_3.matches_mask(torch.from_numpy(other["1.weight"]))
+    assert cache.mask_version == 2
+    for got, expected in (first, second, third):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert np.all(third[0][~other["1.weight"]] == 0.0)

@@ -121,7 +121,7 @@ class SimulationEngine:
         replies, charges, bytes_up = [], [], []
         for cid in clients:
             res = client_step(s.model, delivery.ins_by_client[cid], self.clients[cid], s.dataset, s.loss_fn,
-                              sparse_layers=sparse, swap_cache=self.swap_cache)
+                              sparse_layers=sparse, swap_cache=self.swap_cache, mask_version=server.mask_version)
             received, n_up = s.transport.collect(res, ins.masks)
             replies.append(received)
             bytes_up.append(n_up)

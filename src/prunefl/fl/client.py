@@ -23,9 +23,14 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class SwapCache:
-    """The last sparse-kernel swap of a model workspace, so the next one reuses unchanged index buffers."""
+    """The last sparse-kernel swap of a model workspace, so the next one reuses unchanged index buffers.
+
+    `mask_version` is the server's mask version that swap was built for: when the next round's is the same, the
+    indices are reused without checking them against the masks.
+    """
 
     previous: SparseLayers | None = None
+    mask_version: int | None = None
 
 
 @dataclass
@@ -46,6 +51,7 @@ def client_step(
     loss_fn: LossFn,
     sparse_layers: Collection[str] = (),
     swap_cache: SwapCache | None = None,
+    mask_version: int | None = None,
 ) -> TrainRes:
     """Train ``model`` locally for one round and return the reply.
 
@@ -60,21 +66,24 @@ def client_step(
     ``sparse_layers`` names ``nn.Linear`` weights to train with the CSR kernel of
     :mod:`prunefl.sparse.linear` for this round (the layers whose density is below their measured break-even);
     they compute the dense weight gradient only when importance is tracked this round. ``swap_cache`` keeps the
-    last swap handle (updated here), whose index buffers are reused where a mask did not change. The reply is
-    the same as with masked dense kernels up to float rounding.
+    last swap handle (updated here), whose index buffers are reused where a mask did not change; with the server's
+    ``mask_version`` (equal versions mean equal masks) an unchanged version skips the check. The reply is the
+    same as with masked dense kernels up to float rounding.
     """
     load_model_state_(model, ins.state, ins.masks)
     partial = {name for name, m in ins.masks.items() if not np.all(m)}  # layers where masking changes anything
-    apply_masks_(model, partial)
+    # Swapped layers drop their pruned coordinates at the swap and get zeros there at the write-back.
+    apply_masks_(model, partial - set(sparse_layers))
     tracking = ins.importance_mode != "off"
     names = [n for n, p in model.named_parameters() if p.requires_grad]  # original names, before any swap
     swap = None
     if sparse_layers:
         masks_t = {k: torch.from_numpy(np.asarray(v, dtype=np.bool_)) for k, v in ins.masks.items() if k in partial}
         previous = swap_cache.previous if swap_cache is not None else None
-        swap = sparsify_linear_layers_(model, masks_t, sparse_layers, dense_weight_grad=tracking, previous=previous)
+        same = swap_cache is not None and mask_version is not None and swap_cache.mask_version == mask_version
+        swap = sparsify_linear_layers_(model, masks_t, sparse_layers, tracking, previous=previous, same_masks=same)
         if swap_cache is not None:
-            swap_cache.previous = swap
+            swap_cache.previous, swap_cache.mask_version = swap, mask_version
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=ins.lr)
     grad_sum = [torch.zeros(_shape_of(model, n, swap)) for n in names] if tracking else []

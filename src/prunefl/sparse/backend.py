@@ -237,6 +237,7 @@ def sparsify_linear_layers_(
     layers: Iterable[str],
     dense_weight_grad: bool = False,
     previous: SparseLayers | None = None,
+    same_masks: bool = False,
 ) -> SparseLayers:
     """Swap the `nn.Linear` modules owning the weights `layers` for `SparseLinear` copies; return the handle.
 
@@ -266,6 +267,9 @@ def sparsify_linear_layers_(
         The handle of an earlier swap (e.g. the previous round's, already restored). A layer whose mask is
         unchanged reuses its index buffers (`SparseLinear` `pattern_from`): the swap then costs a gather of
         the kept values instead of a pass building indices (default: None).
+    same_masks : bool
+        The caller knows the masks of `layers` are those of `previous` (e.g. the server's mask version is
+        unchanged): reuse its indices without checking them (`SparseLinear` `trust_pattern`; default: False).
 
     Returns
     -------
@@ -296,7 +300,9 @@ def sparsify_linear_layers_(
         try:
             mask = masks[name].to(linear.weight.device)
             pattern_from = None if previous is None else previous.sparse.get(name)
-            sparse_layers[name] = SparseLinear.from_dense(linear, mask, dense_weight_grad, pattern_from)
+            sparse_layers[name] = SparseLinear.from_dense(
+                linear, mask, dense_weight_grad, pattern_from, trust_pattern=same_masks
+            )
         except ConfigError as error:
             raise ConfigError(f"cannot make {name!r} sparse: {error}") from error
     masked: list[tuple[Tensor, Tensor]] = []

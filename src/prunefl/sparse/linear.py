@@ -1,26 +1,32 @@
 """A fully connected layer whose weight is stored as CSR values at the kept coordinates of a mask.
 
 The sparse layer computes what a masked dense `nn.Linear` computes, with CPU sparse kernels whose cost scales
-with the kept count (spec §3.9, §10 items 7-8):
+with the kept count (spec §3.9, §10 items 7-8). Two implementations, same results up to float rounding:
 
-- forward ``y = x Wᵀ + b`` as ``(b ⊕ W_csr · xᵀ)ᵀ`` (`torch.addmm` with a CSR first operand: MKL SpMM);
-- input gradient ``gx = gy W`` as ``((Wᵀ)_csr · gyᵀ)ᵀ``, with a CSR of ``Wᵀ`` (the CSC of W) whose indices are
-  built once per mask and whose values are gathered from the CSR values at each step;
-- gradient of the kept values only, a sampled dense-dense product (`torch.sparse.sampled_addmm`), unless
-  `dense_weight_grad` asks for the full dense weight gradient ``gyᵀ x``, which PruneFL's importance needs at
-  pruned coordinates too (spec §3.2).
+- native (`prunefl.sparse.native`, the default for float32 CPU batches of at most 64 rows): the forward
+  ``yᵀ = b ⊕ W xᵀ`` and a fused backward that, in one pass over the CSR, gives both the input gradient
+  ``gxᵀ = Wᵀ gyᵀ`` and the kept-value gradient (``gyᵀ x`` sampled at the pattern), with the batch in registers;
+- torch (`SparseLinear.native` False, other dtypes and devices, larger batches): forward with `torch.addmm` on
+  a CSR first operand (MKL SpMM); input gradient with a CSR of ``Wᵀ`` (the CSC of W) whose indices are built
+  once per mask and whose values are gathered from the CSR values at each step; kept-value gradient with
+  `torch.sparse.sampled_addmm`.
+
+Either way, `dense_weight_grad` adds the full dense weight gradient ``gyᵀ x`` (one GEMM), which PruneFL's
+importance needs at pruned coordinates too (spec §3.2).
 
 Indices come from the mask, never from the values: ``mask.nonzero()`` order (row-major), with explicit zeros
 kept, so the number of stored values always equals the mask's kept count (spec §10 item 7). Building them
 scans the whole mask and sorts the kept entries by column (~15 ms for Conv-2's fc1 at density 0.1, 2 threads),
 so a layer for an unchanged mask can share the indices of the previous one (`pattern_from`); it then costs
-one pass checking the mask and a gather of the kept values (~3 ms).
+one pass checking the mask (skipped with `trust_pattern`) and a gather of the kept values.
 
-Kernel choices, measured for Conv-2's fc1 (2048×3136, batch 20) on a 2-core AMD EPYC with torch 2.13, one
-thread (`benchmarks/kernels.py` times the result): int32 CSR with `torch.addmm` is the fastest forward (int64
-indices ~15 % slower, ``dense @ csr.t()`` ~5x slower); for the input gradient, `torch.mm` on ``csr.t()`` or
-``dense @ csr`` are 4-20x slower than the prebuilt CSR of Wᵀ; `sampled_addmm` costs about two SpMMs, while the
-gather ``(gy[:, rows] * x[:, cols]).sum(0)`` is ~50x slower, as it materialises two (batch, nnz) tensors.
+Measured on Conv-2's fc1 (2048×3136, density 0.1, batch 20, 2-core AMD EPYC, torch 2.13; `benchmarks/kernels.py`
+times them side by side): forward+backward 0.54 ms native against 2.5 ms for torch's kernels (the forward 0.74,
+gather 0.31, input gradient 0.70, `sampled_addmm` 0.95). Among torch's options, int32 CSR with `torch.addmm`
+was the fastest forward (int64 indices ~15 % slower, ``dense @ csr.t()`` ~5x slower); `torch.mm` on
+``csr.t()`` or ``dense @ csr`` 4-20x slower than the prebuilt CSR of Wᵀ; the gather
+``(gy[:, rows] * x[:, cols]).sum(0)`` ~50x slower than `sampled_addmm`, as it materialises two (batch, nnz)
+tensors.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from prunefl.errors import ConfigError
+from prunefl.sparse import native
 
 __all__ = ["SparseLinear"]
 
@@ -63,6 +70,9 @@ class SparseLinear(nn.Module):
         pattern of Wᵀ, used for the input gradient.
     csc_permutation : Tensor
         int32 buffer of shape (nnz,): ``values[csc_permutation]`` lists the values in CSC order.
+    native : bool
+        If True (the default), float32 CPU calls with a batch of at most `native.MAX_BATCH` rows run on the
+        compiled kernels of `prunefl.sparse.native` when they are available; set False for torch's kernels.
     dense_weight_grad : bool
         If True, backward also computes the full dense gradient ∂L/∂W (out_features, in_features), pruned
         coordinates included, and accumulates it into `weight_grad`. Costs one dense GEMM, like the dense
@@ -83,6 +93,10 @@ class SparseLinear(nn.Module):
         (checked: one pass over the mask); otherwise the indices are built from `mask` (default: None).
         Shared buffers are never written by this module; `load_state_dict` into either layer would write
         both.
+    trust_pattern : bool
+        If True, reuse `pattern_from`'s indices without the check: the caller knows `mask` is the mask they
+        were built from (e.g. the server's mask version did not change). Saves ~1.5 ms on Conv-2's fc1; a
+        wrong promise trains the wrong coordinates (default: False).
 
     Raises
     ------
@@ -114,13 +128,16 @@ class SparseLinear(nn.Module):
         bias: bool = True,
         dense_weight_grad: bool = False,
         pattern_from: SparseLinear | None = None,
+        trust_pattern: bool = False,
     ) -> None:
         super().__init__()
         _check_mask(mask, (out_features, in_features))
         self.in_features = in_features
         self.out_features = out_features
         self.dense_weight_grad = dense_weight_grad
-        if pattern_from is not None and pattern_from.matches_mask(mask):
+        self.native = True
+        reuse = pattern_from is not None and (trust_pattern or pattern_from.matches_mask(mask))
+        if pattern_from is not None and reuse:
             indices = {name: getattr(pattern_from, name) for name in _INDEX_BUFFERS}
         else:
             indices = _build_indices(mask)
@@ -140,6 +157,7 @@ class SparseLinear(nn.Module):
         mask: Tensor,
         dense_weight_grad: bool = False,
         pattern_from: SparseLinear | None = None,
+        trust_pattern: bool = False,
     ) -> SparseLinear:
         """Return a sparse copy of `linear`: its weight at the kept coordinates of `mask`, and its bias.
 
@@ -157,6 +175,8 @@ class SparseLinear(nn.Module):
         pattern_from : SparseLinear or None
             See the class parameter: pass the previous round's layer when the mask may be unchanged
             (default: None).
+        trust_pattern : bool
+            See the class parameter (default: False).
 
         Returns
         -------
@@ -178,12 +198,19 @@ class SparseLinear(nn.Module):
         tensor([0., 2., 4.], requires_grad=True)
         """
         layer = cls(
-            linear.in_features, linear.out_features, mask, linear.bias is not None, dense_weight_grad, pattern_from
+            linear.in_features,
+            linear.out_features,
+            mask,
+            linear.bias is not None,
+            dense_weight_grad,
+            pattern_from,
+            trust_pattern,
         )
         layer.to(device=linear.weight.device, dtype=linear.weight.dtype)
         with torch.no_grad():
             # flat_indices walk the weight in row-major order, the order of mask.nonzero() and of the CSR.
-            layer.values.copy_(linear.weight.reshape(-1).index_select(0, layer.flat_indices))
+            # torch.take: 0.6 ms for Conv-2's fc1 at density 0.1, where index_select takes 0.9 ms.
+            layer.values.copy_(torch.take(linear.weight, layer.flat_indices))
             if layer.bias is not None and linear.bias is not None:
                 layer.bias.copy_(linear.bias)
         return layer
@@ -229,12 +256,22 @@ class SparseLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Return ``x Wᵀ + b``, shape (..., out_features), for `x` of shape (..., in_features)."""
         sink = self._dense_weight_grad_sink() if self.dense_weight_grad and torch.is_grad_enabled() else None
-        pattern = _Pattern(self.out_features, self.in_features, *(getattr(self, n) for n in _INDEX_BUFFERS))
+        pattern = _Pattern(
+            self.out_features,
+            self.in_features,
+            self.crow_indices,
+            self.col_indices,
+            self.flat_indices,
+            self.ccol_indices,
+            self.csc_row_indices,
+            self.csc_permutation,
+            self.native,
+        )
         x2 = x.reshape(-1, self.in_features)  # (B, in)
         y2 = _SparseLinearFunction.apply(x2, self.values, self.bias, sink, pattern)  # (B, out)
         return y2.reshape(*x.shape[:-1], self.out_features)
 
-    def to_dense_(self, linear: nn.Linear) -> None:
+    def to_dense_(self, linear: nn.Linear, zero_pruned: bool = True) -> None:
         """Write this layer's weight and bias into `linear`; pruned coordinates become 0.
 
         Modifies `linear.weight` and `linear.bias` in place (their identity, dtype and device stay), under
@@ -244,6 +281,10 @@ class SparseLinear(nn.Module):
         ----------
         linear : torch.nn.Linear
             A layer of the same sizes, with a bias iff this one has one.
+        zero_pruned : bool
+            If False, write only the kept coordinates and leave the pruned ones as they are: for a weight
+            known to hold zeros there already (masks applied before the swap), it skips a pass over the whole
+            weight (default: True).
 
         Raises
         ------
@@ -266,7 +307,8 @@ class SparseLinear(nn.Module):
             weight = linear.weight
             # Scatter straight into the weight's storage when it is contiguous (the usual case), else via a copy.
             flat_weight = weight.view(-1) if weight.is_contiguous() else weight.new_empty(weight.numel())
-            flat_weight.zero_()
+            if zero_pruned or not weight.is_contiguous():
+                flat_weight.zero_()
             flat_weight.index_copy_(0, self.flat_indices, self.values.to(flat_weight.dtype))
             if not weight.is_contiguous():
                 weight.copy_(flat_weight.view(weight.shape))
@@ -305,6 +347,7 @@ class _Pattern:
     ccol_indices: Tensor
     csc_row_indices: Tensor
     csc_permutation: Tensor
+    native: bool = True  # whether the native kernels may take calls (`SparseLinear.native`)
 
     def csr(self, values: Tensor) -> Tensor:
         """Return W as a CSR tensor (out, in) over `values` (no copy)."""
@@ -323,9 +366,18 @@ class _SparseLinearFunction(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, x: Tensor, values: Tensor, bias: Tensor | None, sink: Tensor | None, pattern: _Pattern
     ) -> Tensor:
-        ctx.save_for_backward(x, values)
         ctx.pattern = pattern
         ctx.has_bias = bias is not None
+        batch = x.shape[0]
+        ctx.native = _use_native(pattern, x, values, bias)
+        if ctx.native:
+            # Feature-major, batch padded to 8 lanes: the layout of the C kernels; kept for the backward.
+            x_t = native.pad_transpose(x, native.padded_batch(batch))  # (in, BP)
+            ctx.save_for_backward(x_t, values)
+            ctx.batch = batch
+            y_t = native.csr_forward(pattern.crow_indices, pattern.col_indices, values, bias, x_t, pattern.out_features)
+            return y_t[:, :batch].t()  # (B, out), a strided view
+        ctx.save_for_backward(x, values)
         weight = pattern.csr(values)  # (out, in)
         # y = x Wᵀ + b, computed transposed so the sparse operand comes first: yᵀ = b ⊕ W xᵀ, (out, B).
         if bias is None:
@@ -337,11 +389,25 @@ class _SparseLinearFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the backward kernels are not differentiable themselves: double backward raises
     def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, values = ctx.saved_tensors
         pattern: _Pattern = ctx.pattern
         need_x, need_values, need_bias, need_sink, _ = ctx.needs_input_grad
+        grad_bias = grad_y.sum(0) if need_bias and ctx.has_bias else None
+        if ctx.native:
+            x_t, values = ctx.saved_tensors
+            batch = ctx.batch
+            grad_y_t = native.pad_transpose(grad_y, x_t.shape[1])  # (out, BP)
+            # One pass over the kept weights gives both the kept-value gradient and the input gradient.
+            grad_values, grad_x_t = native.csr_backward(
+                pattern.crow_indices, pattern.col_indices, values, grad_y_t, x_t, pattern.in_features,
+                need_values, need_x,
+            )
+            grad_x = None if grad_x_t is None else grad_x_t[:, :batch].t()  # (B, in), a strided view
+            # Dense ∂L/∂W = gyᵀ x for importance (pruned coordinates too): one GEMM, as in the torch path.
+            grad_weight = torch.mm(grad_y.t(), x_t[:, :batch].t()) if need_sink else None
+            return grad_x, grad_values, grad_bias, grad_weight, None
+        x, values = ctx.saved_tensors
         grad_y_t = grad_y.t()  # (out, B)
-        grad_x = grad_values = grad_bias = grad_weight = None
+        grad_x = grad_values = grad_weight = None
         if need_x:
             # gx = gy W  ⇔  gxᵀ = Wᵀ gyᵀ, with Wᵀ as CSR (the CSC of W): sparse operand first again.
             grad_x = torch.mm(pattern.csr_transposed(values), grad_y_t).t()  # (B, in)
@@ -362,9 +428,19 @@ class _SparseLinearFunction(torch.autograd.Function):
                 grad_values = torch.zeros_like(values)
                 grad_csr = pattern.csr(grad_values)
                 torch.sparse.sampled_addmm(grad_csr, grad_y_t, x, beta=0.0, out=grad_csr)
-        if need_bias and ctx.has_bias:
-            grad_bias = grad_y.sum(0)
         return grad_x, grad_values, grad_bias, grad_weight, None
+
+
+def _use_native(pattern: _Pattern, x: Tensor, values: Tensor, bias: Tensor | None) -> bool:
+    """Whether the native kernels take this call: float32 CPU tensors, a batch they hold, and a library loaded."""
+    if not pattern.native or not 1 <= x.shape[0] <= native.MAX_BATCH:
+        return False
+    tensors = [x, values] if bias is None else [x, values, bias]
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors):
+        return False
+    if not (values.is_contiguous() and (bias is None or bias.is_contiguous())):
+        return False
+    return native.available()
 
 
 def _csr(crow_indices: Tensor, col_indices: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:

@@ -1,0 +1,221 @@
+"""Native CSR kernels for `SparseLinear`: compiled from `csr_kernels.c` on first use, torch kernels otherwise.
+
+Why a compiled kernel: a sparse training step makes three passes over the kept weights, and torch's CSR
+kernels (MKL SpMM, `sampled_addmm`, plus a per-step gather of the values into column order for the input
+gradient) leave the backward at about three SpMMs. The C file fuses the backward into one pass and keeps the
+batch in registers; `benchmarks/kernels.py` measures both paths side by side.
+
+Why built here, not at install: the project installs editable from source, the file is small (one C file,
+~0.3 s with gcc), and a build keyed on the source, the compiler flags and the CPU can use ``-march=native``
+safely. Where no C compiler works (a phone, a minimal container), `library()` returns None, one warning is
+logged, and `SparseLinear` uses torch's kernels: results are the same up to float rounding.
+
+The library is cached in ``$PRUNEFL_CACHE_DIR/kernels`` (default ``~/.cache/prunefl/kernels``), written to a
+temporary name and renamed, so concurrent processes never load a half-written file. ``PRUNEFL_NATIVE=0``
+disables it. Calls go through `ctypes`, which releases the GIL; the kernels start their own threads
+(``torch.get_num_threads()`` of them, fewer for small layers).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from prunefl.machine import cpu_model
+
+__all__ = [
+    "MAX_BATCH",
+    "available",
+    "csr_backward",
+    "csr_forward",
+    "library",
+    "pad_transpose",
+    "padded_batch",
+    "threads_for",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 64
+"""Largest batch (rows of x) the native kernels take; larger batches use torch's kernels."""
+
+_LANES = 8  # floats per vector block of the C kernels
+_SOURCE = "csr_kernels.c"
+_FLAG_SETS = (["-O3", "-march=native"], ["-O3"])  # -march=native is not accepted by every compiler
+
+_lock = threading.Lock()
+_state: dict[str, ctypes.CDLL | None] = {}
+
+
+def available() -> bool:
+    """Return whether the native kernels are built and loaded (building them on the first call)."""
+    return library() is not None
+
+
+def library() -> ctypes.CDLL | None:
+    """Return the loaded kernel library, building it if needed; None if disabled or no compiler works."""
+    with _lock:
+        if "lib" not in _state:
+            _state["lib"] = _load()
+        return _state["lib"]
+
+
+def pad_transpose(a: Tensor, padded: int) -> Tensor:
+    """Return ``a`` (batch, features) transposed to (features, padded), the batch zero-padded to `padded`.
+
+    `a` is float32 on the CPU with any strides; `padded` is a multiple of 8, at least the batch.
+    """
+    lib = _require()
+    batch, features = a.shape
+    out = torch.empty((features, padded), dtype=torch.float32)
+    lib.prunefl_pad_transpose(
+        a.data_ptr(), batch, features, a.stride(0), a.stride(1), out.data_ptr(), padded
+    )
+    return out
+
+
+def csr_forward(
+    crow: Tensor, col: Tensor, values: Tensor, bias: Tensor | None, x_t: Tensor, rows: int
+) -> Tensor:
+    """Return ``bias + W x_t`` (rows, padded) for W in CSR and `x_t` (cols, padded) from `pad_transpose`."""
+    lib = _require()
+    padded = x_t.shape[1]
+    y_t = torch.empty((rows, padded), dtype=torch.float32)
+    rc = lib.prunefl_csr_forward(
+        crow.data_ptr(),
+        col.data_ptr(),
+        values.data_ptr(),
+        None if bias is None else bias.data_ptr(),
+        x_t.data_ptr(),
+        y_t.data_ptr(),
+        rows,
+        padded // _LANES,
+        threads_for(values.numel()),
+    )
+    if rc != 0:
+        raise ValueError(f"native csr_forward rejected a batch padded to {padded}")
+    return y_t
+
+
+def csr_backward(
+    crow: Tensor,
+    col: Tensor,
+    values: Tensor,
+    grad_y_t: Tensor,
+    x_t: Tensor,
+    cols: int,
+    need_values: bool,
+    need_x: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Return (grad of the kept values (nnz,), Wᵀ grad_y_t (cols, padded)); each None unless asked for.
+
+    `grad_y_t` (rows, padded) and `x_t` (cols, padded) come from `pad_transpose`.
+    """
+    lib = _require()
+    rows, padded = grad_y_t.shape
+    threads = threads_for(values.numel())
+    grad_values = torch.empty_like(values) if need_values else None
+    grad_x_t = torch.empty((cols, padded), dtype=torch.float32) if need_x else None
+    scratch = torch.empty((threads - 1, cols, padded), dtype=torch.float32) if need_x and threads > 1 else None
+    rc = lib.prunefl_csr_backward(
+        crow.data_ptr(),
+        col.data_ptr(),
+        values.data_ptr(),
+        grad_y_t.data_ptr(),
+        x_t.data_ptr(),
+        None if grad_values is None else grad_values.data_ptr(),
+        None if grad_x_t is None else grad_x_t.data_ptr(),
+        None if scratch is None else scratch.data_ptr(),
+        rows,
+        cols,
+        padded // _LANES,
+        threads,
+    )
+    if rc != 0:
+        raise ValueError(f"native csr_backward rejected a batch padded to {padded}")
+    return grad_values, grad_x_t
+
+
+def threads_for(nnz: int) -> int:
+    """Threads for a kernel over `nnz` kept weights: torch's count, but >= 32k weights each (a thread costs ~30 µs)."""
+    return max(1, min(torch.get_num_threads(), nnz // 32768))
+
+
+def padded_batch(batch: int) -> int:
+    """Return the batch rounded up to the kernels' lane multiple (8)."""
+    return -(-batch // _LANES) * _LANES
+
+
+def _require() -> ctypes.CDLL:
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native CSR kernels are not available (see prunefl.sparse.native)")
+    return lib
+
+
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get("PRUNEFL_NATIVE", "1").strip() == "0":
+        logger.info("native CSR kernels disabled by PRUNEFL_NATIVE=0; using torch's kernels")
+        return None
+    try:
+        lib = ctypes.CDLL(str(_build()))
+        _declare(lib)
+    except (OSError, subprocess.SubprocessError, RuntimeError) as error:
+        logger.warning("native CSR kernels unavailable (%s); using torch's kernels", error)
+        return None
+    return lib
+
+
+def _build() -> Path:
+    """Compile the C source into the cache unless a library for this source, CPU and compiler is there."""
+    source = resources.files("prunefl.sparse").joinpath(_SOURCE).read_bytes()
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
+    key = hashlib.sha256(
+        b"\0".join([source, compiler.encode(), platform.machine().encode(), cpu_model().encode()])
+    ).hexdigest()[:16]
+    cache = Path(os.environ.get("PRUNEFL_CACHE_DIR") or Path.home() / ".cache" / "prunefl") / "kernels"
+    target = cache / f"csr_kernels-{key}.so"
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        src = Path(tmp) / _SOURCE
+        src.write_bytes(source)
+        out = Path(tmp) / "lib.so"
+        errors = []
+        for flags in _FLAG_SETS:
+            cmd = [compiler, *flags, "-fPIC", "-shared", "-pthread", str(src), "-o", str(out)]
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+            if result.returncode == 0:
+                os.replace(out, target)  # atomic: another process sees the whole file or none
+                logger.info("built native CSR kernels: %s", " ".join(cmd[:-3]))
+                return target
+            errors.append(f"{' '.join(flags)}: {result.stderr.strip()[-300:]}")
+        raise RuntimeError("compiling csr_kernels.c failed: " + " | ".join(errors))
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.prunefl_max_batch.restype = i64
+    lib.prunefl_pad_transpose.argtypes = [p, i64, i64, i64, i64, p, i64]
+    lib.prunefl_pad_transpose.restype = None
+    lib.prunefl_csr_forward.argtypes = [p, p, p, p, p, p, i64, i64, i32]
+    lib.prunefl_csr_forward.restype = i32
+    lib.prunefl_csr_backward.argtypes = [p, p, p, p, p, p, p, p, i64, i64, i64, i32]
+    lib.prunefl_csr_backward.restype = i32
+    if lib.prunefl_max_batch() != MAX_BATCH:
+        raise RuntimeError("csr_kernels.c and native.py disagree on the largest batch")
