@@ -49,25 +49,58 @@ typedef struct {
 
 static inline float hsum(v8 a) { return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])); }
 
+/* Shuffles of two v8 into one: lane i takes lane I_i of the concatenation (a, b). */
+typedef int32_t v8i __attribute__((vector_size(32)));
+#if defined(__clang__)
+#define SHUFFLE(a, b, i0, i1, i2, i3, i4, i5, i6, i7) __builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7)
+#else
+#define SHUFFLE(a, b, i0, i1, i2, i3, i4, i5, i6, i7) __builtin_shuffle(a, b, (v8i){i0, i1, i2, i3, i4, i5, i6, i7})
+#endif
+
+/* The lane sums of d[0..7], as one vector: a transpose-and-add tree (7 shuffle pairs), where eight separate
+ * horizontal sums would take ~3x the shuffles. */
+static inline v8 hsum8(const v8 *d) {
+    v8 e[4], f[2];
+    for (int i = 0; i < 4; ++i)
+        e[i] = SHUFFLE(d[2 * i], d[2 * i + 1], 0, 8, 2, 10, 4, 12, 6, 14) +
+               SHUFFLE(d[2 * i], d[2 * i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+    for (int i = 0; i < 2; ++i)
+        f[i] = SHUFFLE(e[2 * i], e[2 * i + 1], 0, 1, 8, 9, 4, 5, 12, 13) +
+               SHUFFLE(e[2 * i], e[2 * i + 1], 2, 3, 10, 11, 6, 7, 14, 15);
+    return SHUFFLE(f[0], f[1], 0, 1, 2, 3, 8, 9, 10, 11) + SHUFFLE(f[0], f[1], 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
 /* Backward rows [row_begin, row_end): gv[k] = <gyT[r], xT[col[k]]> and gxT[col[k]] += val[k] * gyT[r]; either
- * output may be NULL. */
+ * output may be NULL. The dot products of eight kept weights are reduced together (hsum8). */
 #define DEFINE_BACKWARD(NB)                                                                    \
     static void backward_##NB(const job_t *j) {                                                \
         for (int64_t r = j->row_begin; r < j->row_end; ++r) {                                  \
             const v8 *gr = (const v8 *)(j->gyT + r * (8 * NB));                                \
             v8 g[NB];                                                                          \
             for (int q = 0; q < NB; ++q) g[q] = gr[q];                                         \
-            for (int64_t k = j->crow[r]; k < j->crow[r + 1]; ++k) {                            \
-                const int64_t c = j->col[k];                                                   \
-                if (j->gv) {                                                                   \
-                    const v8 *x = (const v8 *)(j->xT + c * (8 * NB));                          \
+            const int64_t end = j->crow[r + 1];                                                \
+            int64_t k = j->crow[r];                                                            \
+            if (j->gv) {                                                                       \
+                for (; k + 8 <= end; k += 8) {                                                 \
+                    v8 d[8];                                                                   \
+                    for (int i = 0; i < 8; ++i) {                                              \
+                        const v8 *x = (const v8 *)(j->xT + (int64_t)j->col[k + i] * (8 * NB)); \
+                        d[i] = g[0] * x[0];                                                    \
+                        for (int q = 1; q < NB; ++q) d[i] += g[q] * x[q];                      \
+                    }                                                                          \
+                    *(v8 *)(j->gv + k) = hsum8(d);                                             \
+                }                                                                              \
+                for (int64_t t = k; t < end; ++t) {                                            \
+                    const v8 *x = (const v8 *)(j->xT + (int64_t)j->col[t] * (8 * NB));         \
                     v8 d = g[0] * x[0];                                                        \
                     for (int q = 1; q < NB; ++q) d += g[q] * x[q];                             \
-                    j->gv[k] = hsum(d);                                                        \
+                    j->gv[t] = hsum(d);                                                        \
                 }                                                                              \
-                if (j->gxT) {                                                                  \
-                    v8 *gx = (v8 *)(j->gxT + c * (8 * NB));                                    \
-                    const float w = j->val[k];                                                 \
+            }                                                                                  \
+            if (j->gxT) {                                                                      \
+                for (int64_t t = j->crow[r]; t < end; ++t) {                                   \
+                    v8 *gx = (v8 *)(j->gxT + (int64_t)j->col[t] * (8 * NB));                   \
+                    const float w = j->val[t];                                                 \
                     for (int q = 0; q < NB; ++q) gx[q] += w * g[q];                            \
                 }                                                                              \
             }                                                                                  \
@@ -180,4 +213,56 @@ int prunefl_csr_backward(const int32_t *crow, const int32_t *col, const float *v
         }
     }
     return 0;
+}
+
+/* Gather and scatter between a dense row-major weight (rows x cols) and the CSR values of its kept coordinates:
+ * what a swap to the sparse layer and its write-back do, one pass each, threads splitting the rows. */
+typedef struct {
+    const int32_t *crow, *col;
+    float *dense, *val;
+    int64_t row_begin, row_end, cols;
+    int to_dense, zero_pruned;
+} copy_job_t;
+
+static void *run_copy(void *arg) {
+    const copy_job_t *j = (const copy_job_t *)arg;
+    for (int64_t r = j->row_begin; r < j->row_end; ++r) {
+        float *row = j->dense + r * j->cols;
+        if (j->to_dense) {
+            if (j->zero_pruned) memset(row, 0, (size_t)j->cols * sizeof(float));
+            for (int64_t k = j->crow[r]; k < j->crow[r + 1]; ++k) row[j->col[k]] = j->val[k];
+        } else {
+            for (int64_t k = j->crow[r]; k < j->crow[r + 1]; ++k) j->val[k] = row[j->col[k]];
+        }
+    }
+    return 0;
+}
+
+static void csr_copy(const int32_t *crow, const int32_t *col, float *dense, float *val, int64_t rows, int64_t cols,
+                     int to_dense, int zero_pruned, int threads) {
+    int64_t bounds[MAX_THREADS + 1];
+    threads = split_rows(crow, rows, threads, bounds);
+    copy_job_t jobs[MAX_THREADS];
+    pthread_t handles[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int t = 0; t < threads; ++t)
+        jobs[t] = (copy_job_t){crow, col, dense, val, bounds[t], bounds[t + 1], cols, to_dense, zero_pruned};
+    for (int t = 1; t < threads; ++t) started[t] = pthread_create(&handles[t], 0, run_copy, &jobs[t]) == 0;
+    run_copy(&jobs[0]);
+    for (int t = 1; t < threads; ++t) {
+        if (started[t]) pthread_join(handles[t], 0);
+        else run_copy(&jobs[t]);
+    }
+}
+
+/* val[k] = dense[row(k), col[k]] for every kept coordinate k. */
+void prunefl_csr_gather(const int32_t *crow, const int32_t *col, const float *dense, float *val, int64_t rows,
+                        int64_t cols, int threads) {
+    csr_copy(crow, col, (float *)dense, val, rows, cols, 0, 0, threads);
+}
+
+/* dense[row(k), col[k]] = val[k]; with zero_pruned, every other coordinate of dense becomes 0. */
+void prunefl_csr_scatter(const int32_t *crow, const int32_t *col, const float *val, float *dense, int64_t rows,
+                         int64_t cols, int zero_pruned, int threads) {
+    csr_copy(crow, col, dense, (float *)val, rows, cols, 1, zero_pruned, threads);
 }

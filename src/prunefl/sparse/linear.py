@@ -208,9 +208,11 @@ class SparseLinear(nn.Module):
         )
         layer.to(device=linear.weight.device, dtype=linear.weight.dtype)
         with torch.no_grad():
-            # flat_indices walk the weight in row-major order, the order of mask.nonzero() and of the CSR.
-            # torch.take: 0.6 ms for Conv-2's fc1 at density 0.1, where index_select takes 0.9 ms.
-            layer.values.copy_(torch.take(linear.weight, layer.flat_indices))
+            if layer._native_copy(linear.weight):
+                native.csr_gather(layer.crow_indices, layer.col_indices, linear.weight, layer.values)
+            else:
+                # flat_indices walk the weight in row-major order, the order of mask.nonzero() and of the CSR.
+                layer.values.copy_(torch.take(linear.weight, layer.flat_indices))
             if layer.bias is not None and linear.bias is not None:
                 layer.bias.copy_(linear.bias)
         return layer
@@ -305,6 +307,11 @@ class SparseLinear(nn.Module):
         _check_same_shape(self, linear)
         with torch.no_grad():
             weight = linear.weight
+            if self._native_copy(weight):
+                native.csr_scatter(self.crow_indices, self.col_indices, self.values, weight, zero_pruned)
+                if self.bias is not None and linear.bias is not None:
+                    linear.bias.copy_(self.bias)
+                return
             # Scatter straight into the weight's storage when it is contiguous (the usual case), else via a copy.
             flat_weight = weight.view(-1) if weight.is_contiguous() else weight.new_empty(weight.numel())
             if zero_pruned or not weight.is_contiguous():
@@ -323,6 +330,13 @@ class SparseLinear(nn.Module):
             f"density={self.nnz / max(n_total, 1):.4g}, bias={self.bias is not None}, "
             f"dense_weight_grad={self.dense_weight_grad}"
         )
+
+    def _native_copy(self, weight: Tensor) -> bool:
+        """Whether the native gather/scatter can move values between `weight` and this layer (one pass, threaded:
+        ~0.3 ms each way for Conv-2's fc1 at density 0.1, where `torch.take` or zeroing plus `index_copy_` take
+        0.6-0.8 ms)."""
+        same = weight.dtype == self.values.dtype == torch.float32 and weight.device.type == "cpu"
+        return self.native and same and weight.is_contiguous() and self.values.is_contiguous() and native.available()
 
     def _dense_weight_grad_sink(self) -> Tensor:
         sink = self._weight_grad_sink

@@ -40,6 +40,8 @@ __all__ = [
     "available",
     "csr_backward",
     "csr_forward",
+    "csr_gather",
+    "csr_scatter",
     "library",
     "pad_transpose",
     "padded_batch",
@@ -148,6 +150,24 @@ def csr_backward(
     return grad_values, grad_x_t
 
 
+def csr_gather(crow: Tensor, col: Tensor, dense: Tensor, values: Tensor) -> None:
+    """Write the kept coordinates of `dense` (rows, cols), contiguous float32, into `values` (nnz,) in CSR order."""
+    lib = _require()
+    rows, cols = dense.shape
+    threads = threads_for(dense.numel() // 8)  # memory-bound over the whole weight, not just the kept values
+    lib.prunefl_csr_gather(crow.data_ptr(), col.data_ptr(), dense.data_ptr(), values.data_ptr(), rows, cols, threads)
+
+
+def csr_scatter(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor, zero_pruned: bool) -> None:
+    """Write `values` (nnz,) to their coordinates in `dense` (rows, cols), contiguous float32; optionally zero the rest."""
+    lib = _require()
+    rows, cols = dense.shape
+    threads = threads_for(dense.numel() // 8)
+    lib.prunefl_csr_scatter(
+        crow.data_ptr(), col.data_ptr(), values.data_ptr(), dense.data_ptr(), rows, cols, int(zero_pruned), threads
+    )
+
+
 def threads_for(nnz: int) -> int:
     """Threads for a kernel over `nnz` kept weights: torch's count, but >= 32k weights each (a thread costs ~30 µs)."""
     return max(1, min(torch.get_num_threads(), nnz // 32768))
@@ -217,5 +237,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.prunefl_csr_forward.restype = i32
     lib.prunefl_csr_backward.argtypes = [p, p, p, p, p, p, p, p, i64, i64, i64, i32]
     lib.prunefl_csr_backward.restype = i32
+    lib.prunefl_csr_gather.argtypes = [p, p, p, p, i64, i64, i32]
+    lib.prunefl_csr_gather.restype = None
+    lib.prunefl_csr_scatter.argtypes = [p, p, p, p, i64, i64, i32, i32]
+    lib.prunefl_csr_scatter.restype = None
     if lib.prunefl_max_batch() != MAX_BATCH:
         raise RuntimeError("csr_kernels.c and native.py disagree on the largest batch")
