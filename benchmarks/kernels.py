@@ -28,6 +28,7 @@ Usage::
     .venv/bin/python benchmarks/kernels.py                     # 2 threads, 15 repeats
     .venv/bin/python benchmarks/kernels.py --threads 1 --repeats 25
     .venv/bin/python benchmarks/kernels.py --smoke             # one repeat, density 0.1: checks the script runs
+    OMP_WAIT_POLICY=default .venv/bin/python benchmarks/kernels.py --json benchmarks/results/kernels-omp-default.json
 """
 
 from __future__ import annotations
@@ -47,7 +48,13 @@ from pathlib import Path
 # scheduler slice on a machine shared with other jobs: a Conv-2 step took ~380 ms with 2 threads instead of
 # ~30 ms with passive waiting (2-core VM, two other busy processes). Must be set before torch loads OpenMP;
 # an OMP_WAIT_POLICY already in the environment wins, and the report records the value used.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OMP_WAIT_POLICY=default leaves libgomp's own default (spin a while, then sleep), which is what a run without the
+# variable gets: dense updates are ~15 % faster with it on an idle machine, so RESULTS.md reports both.
+if os.environ.get("OMP_WAIT_POLICY", "").lower() == "default":
+    del os.environ["OMP_WAIT_POLICY"]
+    OMP_POLICY = "default"
+else:
+    OMP_POLICY = os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -534,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         print("WARNING: the native CSR kernels did not build; 'sparse' columns use torch's kernels", file=sys.stderr)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_model()}, "
           f"native CSR kernels {'on' if native.available() else 'OFF'}, "
-          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, repeats {args.repeats}, burn-in {args.burn_in}, "
+          f"OMP_WAIT_POLICY={OMP_POLICY}, repeats {args.repeats}, burn-in {args.burn_in}, "
           f"load average {os.getloadavg()}")
 
     layer_rows = run_layers(densities, args.repeats, args.burn_in, batch_size)
@@ -565,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+        "omp_wait_policy": OMP_POLICY,
         "cpu": cpu_model(),
         "native_kernels": native.available(),
         "cpu_count": len(os.sched_getaffinity(0)),

@@ -213,3 +213,50 @@ def test_the_library_is_built_once_into_the_cache_and_reused(tmp_path: Path) -> 
     assert sorted((tmp_path / "kernels").glob("csr_kernels-*.so")) == built
     assert built[0].stat().st_mtime_ns == mtime  # not rebuilt
     assert [p.name for p in (tmp_path / "kernels").iterdir()] == [built[0].name]  # no temporary folders left
+
+
+@needs_native
+@pytest.mark.parametrize("zero_pruned", [True, False])
+def test_native_gather_and_scatter_move_exactly_the_kept_coordinates(zero_pruned: bool) -> None:
+    # Prepare: a weight large enough for two copy threads, and a torch-kernel twin
+    generator = torch.Generator().manual_seed(7)
+    dense = nn.Linear(300, 400)
+    with torch.no_grad():
+        dense.weight.copy_(torch.randn(400, 300, generator=generator))
+    mask = torch.rand(400, 300, generator=generator) < 0.2
+    fast = SparseLinear.from_dense(dense, mask)
+    slow = SparseLinear(300, 400, mask)
+    slow.native = False
+    with torch.no_grad():
+        slow.values.copy_(torch.take(dense.weight, slow.flat_indices))
+    target = nn.Linear(300, 400)
+    before = target.weight.detach().clone()
+
+    # Execute
+    gathered = fast.values.detach().clone()
+    with torch.no_grad():
+        fast.values.mul_(3.0)
+    fast.to_dense_(target, zero_pruned=zero_pruned)
+
+    # Assert: gather equals torch.take; scatter writes the kept values and zeroes (or keeps) the rest
+    torch.testing.assert_close(gathered, slow.values, rtol=0, atol=0)
+    torch.testing.assert_close(target.weight[mask], 3.0 * dense.weight[mask], rtol=0, atol=0)
+    expected_pruned = torch.zeros_like(before[~mask]) if zero_pruned else before[~mask]
+    torch.testing.assert_close(target.weight[~mask], expected_pruned, rtol=0, atol=0)
+    torch.testing.assert_close(target.bias, fast.bias, rtol=0, atol=0)
+
+
+def test_to_dense_into_a_non_contiguous_weight_is_still_right() -> None:
+    # Prepare: a weight that is a transposed view (the native scatter needs contiguous memory: torch path)
+    layer = SparseLinear(3, 2, torch.tensor([[True, False, True], [False, True, False]]))
+    with torch.no_grad():
+        layer.values.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    target = nn.Linear(3, 2)
+    target.weight = nn.Parameter(torch.full((3, 2), 9.0).t())
+    assert not target.weight.is_contiguous()
+
+    # Execute
+    layer.to_dense_(target, zero_pruned=False)
+
+    # Assert: pruned coordinates are zeroed on that path whatever zero_pruned says (documented)
+    torch.testing.assert_close(target.weight, torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]))

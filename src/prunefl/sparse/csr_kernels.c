@@ -147,7 +147,14 @@ static int split_rows(const int32_t *crow, int64_t rows, int threads, int64_t *b
     return threads;
 }
 
+/* Run tasks[0..threads) in parallel. With OpenMP, on the process's OpenMP runtime: torch's own libgomp (same
+ * SONAME, so the loader reuses it), whose threads are already running or spinning after torch's last parallel
+ * region; fresh pthreads would compete with those for the cores. Without OpenMP, on pthreads. */
 static void run_tasks(task_t *tasks, int threads) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int t = 0; t < threads; ++t) run_task(&tasks[t]);
+#else
     pthread_t handles[MAX_THREADS];
     int started[MAX_THREADS] = {0};
     for (int t = 1; t < threads; ++t) started[t] = pthread_create(&handles[t], 0, run_task, &tasks[t]) == 0;
@@ -156,6 +163,7 @@ static void run_tasks(task_t *tasks, int threads) {
         if (started[t]) pthread_join(handles[t], 0);
         else run_task(&tasks[t]); /* no thread: run it here */
     }
+#endif
 }
 
 /* Return the largest batch the kernels take (a multiple of 8). */
@@ -243,16 +251,21 @@ static void csr_copy(const int32_t *crow, const int32_t *col, float *dense, floa
     int64_t bounds[MAX_THREADS + 1];
     threads = split_rows(crow, rows, threads, bounds);
     copy_job_t jobs[MAX_THREADS];
-    pthread_t handles[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     for (int t = 0; t < threads; ++t)
         jobs[t] = (copy_job_t){crow, col, dense, val, bounds[t], bounds[t + 1], cols, to_dense, zero_pruned};
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int t = 0; t < threads; ++t) run_copy(&jobs[t]);
+#else
+    pthread_t handles[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
     for (int t = 1; t < threads; ++t) started[t] = pthread_create(&handles[t], 0, run_copy, &jobs[t]) == 0;
     run_copy(&jobs[0]);
     for (int t = 1; t < threads; ++t) {
         if (started[t]) pthread_join(handles[t], 0);
         else run_copy(&jobs[t]);
     }
+#endif
 }
 
 /* val[k] = dense[row(k), col[k]] for every kept coordinate k. */
