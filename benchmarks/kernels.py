@@ -11,8 +11,8 @@ tested density at which the sparse layer beats the masked dense one), the input 
     does), sparse (`SparseLinear` on the native kernels of `prunefl.sparse.native`, kept-values gradient only),
     sparse+dW (plus the dense weight gradient, which importance needs; spec §3.2) and sparse-torch (torch's
     CSR kernels: MKL SpMM and `sampled_addmm`). Convolutions have no sparse kernel and run dense or masked.
-(b) a whole 5-step local update of Conv-2 (10 classes): dense, masked (spec §3.1 step), and sparse-fc (fc1 and
-    fc2 swapped for `SparseLinear`, convolutions masked dense, as a client with a measured profile does; the
+(b) a whole 5-step local update of Conv-2 (10 classes): dense, masked (spec §3.1 step), and sparse-fc (the fc
+    layers a client would switch given (a) swapped for `SparseLinear`, the rest masked dense; the
     swap in and the write-back are timed too, with the indices of the previous round reused as the mask is
     unchanged between reconfigurations) on the native kernels and on torch's (sparse-fc-torch), each with
     importance (dense weight gradients summed every step, the paper's every-round collection) and without (an
@@ -69,6 +69,7 @@ from prunefl.sparse import (  # noqa: E402
     mask_gradients_,
     sparsify_linear_layers_,
 )
+from prunefl.sparse.backend import SWITCH_MIN_SPEEDUP  # noqa: E402
 from prunefl.machine import cpu_model  # noqa: E402
 from prunefl.sparse import native  # noqa: E402
 
@@ -80,8 +81,9 @@ LR = 0.25  # FEMNIST INIT_LR (spec §5); the value does not change the time
 DENSITIES = (1.0, 0.5, 0.3, 0.1, 0.05, 0.01)
 HEADLINE_DENSITY = 0.1
 TARGET_RATIO = 0.6
-# The layers the sparse-fc updates run sparse: both fc layers, which is what a client with a measured profile
-# (`prunefl.sparse.backend.choose_kernels`) does at densities below their break-even in (a).
+# Conv-2's fc weights, the candidates for the sparse kernel. Which of them the sparse-fc updates run sparse at a
+# density is what a client with a measured profile (`prunefl.sparse.backend.choose_kernels`) would choose from (a):
+# `client_choice`.
 FC_LAYERS = ["fc1.weight", "fc2.weight"]
 
 # (model, layer, kind, weight shape, input shape without batch, input needs grad)
@@ -226,16 +228,31 @@ def run_layers(densities: tuple[float, ...], repeats: int, burn_in: int, batch_s
     return rows
 
 
-def break_even(rows: list[dict], variant: str) -> dict[str, float]:
-    """Per fc layer: the highest density at which `variant` beat masked dense (median times), or 0.0."""
+def break_even(rows: list[dict], variant: str, min_speedup: float = 1.0) -> dict[str, float]:
+    """Per fc layer: the highest density at which `variant` beat masked dense by `min_speedup` (medians), or 0.0."""
     result: dict[str, float] = {}
     for row in rows:
         if row["kind"] != "fc":
             continue
         key = f"{row['model']}.{row['layer']}"
-        wins = row[f"{variant}_s"] < row["masked_s"]
+        wins = row[f"{variant}_s"] * min_speedup < row["masked_s"]
         result[key] = max(result.get(key, 0.0), row["density"] if wins else 0.0)
     return result
+
+
+def client_choice(rows: list[dict], densities: tuple[float, ...]) -> dict[bool, dict[float, list[str]]]:
+    """The Conv-2 fc weights a client would run sparse, by importance (dense weight gradients) and density.
+
+    What `prunefl.sparse.backend.choose_kernels` decides from a profile: a layer is sparse at a density at or below
+    its break-even, where the sparse kernel measured at least `SWITCH_MIN_SPEEDUP` times faster than masked dense.
+    """
+    choice: dict[bool, dict[float, list[str]]] = {}
+    for importance, variant in ((True, "sparse+dW"), (False, "sparse")):
+        limits = break_even([r for r in rows if r["model"] == "conv2"], variant, SWITCH_MIN_SPEEDUP)
+        choice[importance] = {
+            d: [name for name in FC_LAYERS if 0.0 < d <= limits[f"conv2.{name.split('.')[0]}"]] for d in densities
+        }
+    return choice
 
 
 # --- (b) whole local update ----------------------------------------------------------------------------------
@@ -359,8 +376,17 @@ def sparse_fc_update(
     return run
 
 
-def run_updates(densities: tuple[float, ...], repeats: int, burn_in: int, batch_size: int) -> list[dict]:
-    """Time dense, masked and sparse-fc updates side by side, with and without importance."""
+def run_updates(
+    densities: tuple[float, ...],
+    repeats: int,
+    burn_in: int,
+    batch_size: int,
+    choice: dict[bool, dict[float, list[str]]],
+) -> list[dict]:
+    """Time dense, masked and sparse-fc updates side by side, with and without importance.
+
+    `choice` (`client_choice`) says which fc layers run sparse in each sparse-fc update; the others stay masked.
+    """
     torch.manual_seed(SEED)
     initial = Conv2(num_classes=NUM_CLASSES).state_dict()
     data = make_data(batch_size)
@@ -372,11 +398,12 @@ def run_updates(densities: tuple[float, ...], repeats: int, burn_in: int, batch_
         for density, masks in all_masks.items():
             model = masked_model(masks, initial)
             cases[f"masked@{density}"] = Case(reset_to(model, initial), masked_update(model, data, importance))
+            layers = choice[importance][density]
             model = masked_model(masks, initial)
-            run = sparse_fc_update(model, masks, data, importance)
+            run = sparse_fc_update(model, masks, data, importance, layers=layers)
             cases[f"sparse-fc@{density}"] = Case(reset_to(model, initial), run)
             model = masked_model(masks, initial)
-            run = sparse_fc_update(model, masks, data, importance, native_kernels=False)
+            run = sparse_fc_update(model, masks, data, importance, native_kernels=False, layers=layers)
             cases[f"sparse-fc-torch@{density}"] = Case(reset_to(model, initial), run)
         runs = time_interleaved(cases, repeats, burn_in)
         dense_runs = runs["dense"]
@@ -384,6 +411,7 @@ def run_updates(densities: tuple[float, ...], repeats: int, burn_in: int, batch_
             row: dict = {
                 "importance": importance,
                 "density": density,
+                "sparse_layers": choice[importance][density],
                 "dense_s": statistics.median(dense_runs),
                 "dense_runs_s": dense_runs,
             }
@@ -399,8 +427,8 @@ def run_updates(densities: tuple[float, ...], repeats: int, burn_in: int, batch_
 # --- (c) where the sparse-fc update's time goes --------------------------------------------------------------
 
 
-def run_breakdown(density: float, repeats: int, burn_in: int, batch_size: int) -> dict:
-    """Time the sparse-fc update (no importance) and its parts side by side.
+def run_breakdown(density: float, repeats: int, burn_in: int, batch_size: int, sparse: list[str]) -> dict:
+    """Time the sparse-fc update (no importance; the fc weights `sparse` run sparse) and its parts side by side.
 
     Parts: each layer's K forward+backward passes alone (convolutions with their mask multiplies) on
     activations of the right shapes, and the swap with an unchanged mask; the rest is loss, ReLU/pooling,
@@ -414,7 +442,7 @@ def run_breakdown(density: float, repeats: int, burn_in: int, batch_size: int) -
     # A model that stays swapped: its layers are timed alone.
     parts_model = masked_model(masks, initial)
     apply_masks_(parts_model)
-    kept_swapped = sparsify_linear_layers_(parts_model, get_masks(parts_model), FC_LAYERS)
+    kept_swapped = sparsify_linear_layers_(parts_model, get_masks(parts_model), sparse)
     with torch.no_grad():
         h0 = data[0][0]  # (B, 1, 28, 28)
         h1 = F.max_pool2d(F.relu(parts_model.conv1(h0)), 2)  # (B, 32, 14, 14)
@@ -423,9 +451,12 @@ def run_breakdown(density: float, repeats: int, burn_in: int, batch_size: int) -
     layers: dict[str, tuple[nn.Module, Tensor, Tensor | None]] = {
         "conv1 (masked dense)": (parts_model.conv1, h0, parts_model.conv1.weight_mask),
         "conv2 (masked dense)": (parts_model.conv2, h1.requires_grad_(), parts_model.conv2.weight_mask),
-        "fc1 (sparse)": (parts_model.fc1, h2.requires_grad_(), None),
-        "fc2 (sparse)": (parts_model.fc2, h3.requires_grad_(), None),
     }
+    for name, module, x in (("fc1", parts_model.fc1, h2), ("fc2", parts_model.fc2, h3)):
+        if f"{name}.weight" in sparse:
+            layers[f"{name} (sparse)"] = (module, x.requires_grad_(), None)
+        else:
+            layers[f"{name} (masked dense)"] = (module, x.requires_grad_(), module.weight_mask)
 
     def k_passes(module: nn.Module, x: Tensor, mask: Tensor | None) -> Case:
         with torch.no_grad():
@@ -447,19 +478,20 @@ def run_breakdown(density: float, repeats: int, burn_in: int, batch_size: int) -
 
     update_model = masked_model(masks, initial)
     swap_model = masked_model(masks, initial)
-    previous = sparsify_linear_layers_(swap_model, masks, FC_LAYERS)
+    previous = sparsify_linear_layers_(swap_model, masks, sparse)
     previous.restore_()
     dense_model = Conv2(num_classes=NUM_CLASSES)
     swap_same = "swap to sparse and back (unchanged mask)"
+    update = sparse_fc_update(update_model, masks, data, False, layers=sparse)
     cases = {
-        "update": Case(reset_to(update_model, initial), sparse_fc_update(update_model, masks, data, False)),
+        "update": Case(reset_to(update_model, initial), update),
         "dense update": Case(reset_to(dense_model, initial), dense_update(dense_model, data, False)),
         **{name: k_passes(*layer) for name, layer in layers.items()},
         swap_same: Case(
             lambda: None,
-            lambda: sparsify_linear_layers_(swap_model, masks, FC_LAYERS, previous=previous, same_masks=True).restore_(),
+            lambda: sparsify_linear_layers_(swap_model, masks, sparse, previous=previous, same_masks=True).restore_(),
         ),
-        "swap (new mask)": Case(lambda: None, lambda: sparsify_linear_layers_(swap_model, masks, FC_LAYERS).restore_()),
+        "swap (new mask)": Case(lambda: None, lambda: sparsify_linear_layers_(swap_model, masks, sparse).restore_()),
     }
     medians = {name: statistics.median(r) for name, r in time_interleaved(cases, repeats, burn_in).items()}
     kept_swapped.restore_()
@@ -467,6 +499,7 @@ def run_breakdown(density: float, repeats: int, burn_in: int, batch_size: int) -
     parts["rest (loss, relu/pool, optimiser, Python)"] = medians["update"] - sum(parts.values())
     return {
         "density": density,
+        "sparse_layers": sparse,
         "update_s": medians["update"],
         "dense_update_s": medians["dense update"],
         "parts_s": parts,
@@ -496,7 +529,8 @@ def print_layers(rows: list[dict], batch_size: int) -> None:
 
 def print_updates(rows: list[dict], batch_size: int) -> None:
     print(f"\n(b) whole {LOCAL_STEPS}-step local update of Conv-2, batch {batch_size}: ms (ratio to dense)")
-    header = f"{'importance':<11} {'density':>7} {'dense':>9} {'masked':>17} {'sparse-fc':>17} {'sparse-fc-torch':>17}"
+    header = (f"{'importance':<11} {'density':>7} {'dense':>9} {'masked':>17} {'sparse-fc':>17} {'sparse-fc-torch':>17}"
+              f"  sparse layers")
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -504,11 +538,13 @@ def print_updates(rows: list[dict], batch_size: int) -> None:
         print(f"{label:<11} {r['density']:>7g} {r['dense_s'] * 1e3:9.2f} "
               f"{r['masked_s'] * 1e3:9.2f} ({r['masked_ratio']:4.2f}) "
               f"{r['sparse-fc_s'] * 1e3:9.2f} ({r['sparse-fc_ratio']:4.2f}) "
-              f"{r['sparse-fc-torch_s'] * 1e3:9.2f} ({r['sparse-fc-torch_ratio']:4.2f})")
+              f"{r['sparse-fc-torch_s'] * 1e3:9.2f} ({r['sparse-fc-torch_ratio']:4.2f})  "
+              + ("+".join(name.split(".")[0] for name in r["sparse_layers"]) or "none"))
 
 
 def print_breakdown(parts: dict) -> None:
-    print(f"\n(c) sparse-fc update without importance at density {parts['density']:g}: "
+    print(f"\n(c) sparse-fc update without importance at density {parts['density']:g} "
+          f"({'+'.join(n.split('.')[0] for n in parts['sparse_layers']) or 'no layer'} sparse): "
           f"{parts['update_s'] * 1e3:.2f} ms (dense {parts['dense_update_s'] * 1e3:.2f} ms)")
     for name, seconds in parts["parts_s"].items():
         print(f"  {name:<46} {seconds * 1e3:8.2f} ms  {seconds / parts['update_s']:6.1%}")
@@ -546,9 +582,10 @@ def main(argv: list[str] | None = None) -> int:
 
     layer_rows = run_layers(densities, args.repeats, args.burn_in, batch_size)
     print_layers(layer_rows, batch_size)
-    update_rows = run_updates(densities, args.repeats, args.burn_in, batch_size)
+    choice = client_choice(layer_rows, densities)
+    update_rows = run_updates(densities, args.repeats, args.burn_in, batch_size, choice)
     print_updates(update_rows, batch_size)
-    parts = run_breakdown(HEADLINE_DENSITY, args.repeats, args.burn_in, batch_size)
+    parts = run_breakdown(HEADLINE_DENSITY, args.repeats, args.burn_in, batch_size, choice[False][HEADLINE_DENSITY])
     print_breakdown(parts)
     break_even_sparse = break_even(layer_rows, "sparse")
     break_even_dw = break_even(layer_rows, "sparse+dW")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -260,3 +261,33 @@ def test_to_dense_into_a_non_contiguous_weight_is_still_right() -> None:
 
     # Assert: pruned coordinates are zeroed on that path whatever zero_pruned says (documented)
     torch.testing.assert_close(target.weight, torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]))
+
+
+@needs_native
+def test_the_pthreads_build_without_openmp_computes_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: a real build without -fopenmp (the path for compilers without OpenMP), swapped in as the library
+    monkeypatch.setenv("PRUNEFL_CACHE_DIR", str(tmp_path))
+    lib = ctypes.CDLL(str(native._build([["-O3"]])))
+    native._declare(lib)
+    fast, slow = sparse_pair(256, 512, 0.6, seed=8)
+    generator = torch.Generator().manual_seed(9)
+    x, grad_y = torch.randn(20, 512, generator=generator), torch.randn(20, 256, generator=generator)
+    expected = run(slow, x, grad_y)
+    target = nn.Linear(512, 256)
+
+    # Execute: two threads, so the pthread fan-out runs
+    monkeypatch.setitem(native._state, "lib", lib)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threads = native.threads_for(fast.nnz)
+        got = run(fast, x, grad_y)
+        fast.to_dense_(target)
+    finally:
+        torch.set_num_threads(before)
+
+    # Assert
+    assert threads == 2
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)
+    assert bool((target.weight != 0).sum() <= fast.nnz)

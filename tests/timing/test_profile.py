@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 
 from prunefl.errors import ConfigError
 from prunefl.models import MODEL_NAMES
+from prunefl.sparse import native
 from prunefl.sparse.masks import get_masks, prunable_parameters
 from prunefl.timing.model import TimeModel
 from prunefl.timing.profile import (
@@ -443,6 +445,31 @@ def test_load_malformed_break_even_table_raises_naming_the_path(tmp_path: Path, 
     # Execute / Assert
     with pytest.raises(ConfigError, match="break_even"):
         load_profile_break_even(path)
+
+
+def test_break_even_table_warns_when_measured_at_another_batch_or_kernel_build(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: a profile measured at batch 20 whose record says the native kernels were off
+    fit = fit_time_model([Measurement({"w": 1.0}, {"w": n}, 1.0 + n) for n in (0, 1)], ["w"], 0.0)
+    path = save_profile(tmp_path / "p.json", fit, ProfileSettings("mlp", batch_size=20), None, {"w": (0.3, 0.1)})
+    record = json.loads(path.read_text())
+    assert record["environment"]["native_kernels"] == native.available()
+    record["environment"]["native_kernels"] = not native.available()
+    path.write_text(json.dumps(record))
+
+    # Execute
+    with caplog.at_level(logging.WARNING, logger="prunefl.timing.profile"):
+        same = load_profile_break_even(path, batch_size=20)
+        warnings_same = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        other = load_profile_break_even(path, batch_size=64)
+        warnings_other = [r.getMessage() for r in caplog.records]
+
+    # Assert: the table is returned either way; the batch warning only for the other batch
+    assert same == other == {"w": (0.3, 0.1)}
+    assert len(warnings_same) == 1 and "native CSR kernels" in warnings_same[0]
+    assert len(warnings_other) == 2 and any("batch 20; this run uses batch 64" in m for m in warnings_other)
 
 
 def test_sparse_kernel_step_swaps_only_layers_at_or_below_break_even_and_close_restores() -> None:

@@ -150,7 +150,7 @@ def _break_even_table(config: RunConfig, model: torch.nn.Module) -> dict[str, tu
     if config.timing.profile:
         from prunefl.timing.profile import load_profile_break_even
 
-        table = load_profile_break_even(config.timing.profile)
+        table = load_profile_break_even(config.timing.profile, config.fl.batch_size)
         if table is not None:
             logger.info("break-even densities from profile %s: %s", config.timing.profile, table)
             return table

@@ -147,24 +147,26 @@ static int split_rows(const int32_t *crow, int64_t rows, int threads, int64_t *b
     return threads;
 }
 
-/* Run tasks[0..threads) in parallel. With OpenMP, on the process's OpenMP runtime: torch's own libgomp (same
- * SONAME, so the loader reuses it), whose threads are already running or spinning after torch's last parallel
- * region; fresh pthreads would compete with those for the cores. Without OpenMP, on pthreads. */
-static void run_tasks(task_t *tasks, int threads) {
+/* Run fn on items[0..threads) (each `size` bytes) in parallel. With OpenMP, on the process's OpenMP runtime:
+ * torch's own libgomp (same SONAME, so the loader reuses it), whose threads are already running or spinning after
+ * torch's last parallel region; fresh pthreads would compete with those for the cores. Else on pthreads. */
+static void run_parallel(void *(*fn)(void *), char *items, size_t size, int threads) {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
-    for (int t = 0; t < threads; ++t) run_task(&tasks[t]);
+    for (int t = 0; t < threads; ++t) fn(items + (size_t)t * size);
 #else
     pthread_t handles[MAX_THREADS];
     int started[MAX_THREADS] = {0};
-    for (int t = 1; t < threads; ++t) started[t] = pthread_create(&handles[t], 0, run_task, &tasks[t]) == 0;
-    run_task(&tasks[0]);
+    for (int t = 1; t < threads; ++t) started[t] = pthread_create(&handles[t], 0, fn, items + (size_t)t * size) == 0;
+    fn(items);
     for (int t = 1; t < threads; ++t) {
         if (started[t]) pthread_join(handles[t], 0);
-        else run_task(&tasks[t]); /* no thread: run it here */
+        else fn(items + (size_t)t * size); /* no thread: run it here */
     }
 #endif
 }
+
+static void run_tasks(task_t *tasks, int threads) { run_parallel(run_task, (char *)tasks, sizeof(task_t), threads); }
 
 /* Return the largest batch the kernels take (a multiple of 8). */
 int64_t prunefl_max_batch(void) { return 8 * MAX_BLOCKS; }
@@ -253,19 +255,7 @@ static void csr_copy(const int32_t *crow, const int32_t *col, float *dense, floa
     copy_job_t jobs[MAX_THREADS];
     for (int t = 0; t < threads; ++t)
         jobs[t] = (copy_job_t){crow, col, dense, val, bounds[t], bounds[t + 1], cols, to_dense, zero_pruned};
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-    for (int t = 0; t < threads; ++t) run_copy(&jobs[t]);
-#else
-    pthread_t handles[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int t = 1; t < threads; ++t) started[t] = pthread_create(&handles[t], 0, run_copy, &jobs[t]) == 0;
-    run_copy(&jobs[0]);
-    for (int t = 1; t < threads; ++t) {
-        if (started[t]) pthread_join(handles[t], 0);
-        else run_copy(&jobs[t]);
-    }
-#endif
+    run_parallel(run_copy, (char *)jobs, sizeof(copy_job_t), threads);
 }
 
 /* val[k] = dense[row(k), col[k]] for every kept coordinate k. */

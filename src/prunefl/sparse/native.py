@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -207,15 +208,15 @@ def _load() -> ctypes.CDLL | None:
     return lib
 
 
-def _build() -> Path:
-    """Compile the C source into the cache unless a library for this source, CPU and compiler is there."""
+def _build(flag_sets: Sequence[Sequence[str]] = _FLAG_SETS) -> Path:
+    """Compile the C source into the cache unless a library for this source, flags, CPU and compiler is there."""
     source = resources.files("prunefl.sparse").joinpath(_SOURCE).read_bytes()
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
         raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
-    key = hashlib.sha256(
-        b"\0".join([source, compiler.encode(), platform.machine().encode(), cpu_model().encode()])
-    ).hexdigest()[:16]
+    parts = [source, compiler.encode(), platform.machine().encode(), cpu_model().encode()]
+    parts += [" ".join(flags).encode() for flags in flag_sets]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
     cache = Path(os.environ.get("PRUNEFL_CACHE_DIR") or Path.home() / ".cache" / "prunefl") / "kernels"
     target = cache / f"csr_kernels-{key}.so"
     if target.is_file():
@@ -226,7 +227,7 @@ def _build() -> Path:
         src.write_bytes(source)
         out = Path(tmp) / "lib.so"
         errors = []
-        for flags in _FLAG_SETS:
+        for flags in flag_sets:
             cmd = [compiler, *flags, "-fPIC", "-shared", "-pthread", str(src), "-o", str(out)]
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
             if result.returncode == 0:

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from prunefl.errors import ConfigError
 from prunefl.models import MODEL_NAMES, build_model
 from prunefl.machine import cpu_model
+from prunefl.sparse import native
 from prunefl.sparse.backend import SWITCH_MIN_SPEEDUP, measure_break_even, sparsify_linear_layers_
 from prunefl.sparse.masks import (
     apply_masks_,
@@ -632,6 +633,7 @@ def save_profile(
             "torch_version": torch.__version__,
             "threads": extra.get("threads", settings.threads or torch.get_num_threads()),
             "cpu_model": cpu_model(),
+            "native_kernels": native.available(),
             "hostname": socket.gethostname(),
             "platform": platform.platform(),
             "python_version": platform.python_version(),
@@ -706,13 +708,21 @@ def load_profile(path: str | os.PathLike[str], layer_names: Sequence[str]) -> Ti
         raise ConfigError(f"profile {str(source)!r} holds an invalid time model: {exc}") from exc
 
 
-def load_profile_break_even(path: str | os.PathLike[str]) -> dict[str, tuple[float, float]] | None:
+def load_profile_break_even(
+    path: str | os.PathLike[str], batch_size: int | None = None
+) -> dict[str, tuple[float, float]] | None:
     """Read the break-even table of a profile timed with ``--kernels auto``; None for a masked profile.
+
+    Break-even densities depend on the batch size and on whether the native CSR kernels ran: a warning is
+    logged when the profile was measured at another `batch_size` or with another kernel implementation than
+    this process has.
 
     Parameters
     ----------
     path : str or PathLike
         The profile file.
+    batch_size : int or None
+        The batch size of the run that will use the table; None skips that check (default: None).
 
     Returns
     -------
@@ -736,9 +746,23 @@ def load_profile_break_even(path: str | os.PathLike[str]) -> dict[str, tuple[flo
     {'w': (0.2, 0.1)}
     """
     source = Path(path)
-    table = _read_profile_record(source).get("break_even")
+    record = _read_profile_record(source)
+    table = record.get("break_even")
     if table is None:
         return None
+    measured_batch = (record.get("settings") or {}).get("batch_size")
+    if batch_size is not None and measured_batch is not None and measured_batch != batch_size:
+        logger.warning(
+            "profile %s measured break-even densities at batch %s; this run uses batch %s: re-run "
+            "`prunefl profile --kernels auto --batch %s` for a table that fits", source, measured_batch, batch_size,
+            batch_size,
+        )
+    measured_native = (record.get("environment") or {}).get("native_kernels")
+    if measured_native is not None and measured_native != native.available():
+        logger.warning(
+            "profile %s measured break-even densities with the native CSR kernels %s, which are %s here",
+            source, "on" if measured_native else "off", "available" if native.available() else "unavailable",
+        )
     where = f"profile {str(source)!r}: break_even"
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be an object of weight name -> densities, got {table!r}")
