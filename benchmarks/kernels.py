@@ -69,6 +69,7 @@ from prunefl.sparse import (  # noqa: E402
     mask_gradients_,
     sparsify_linear_layers_,
 )
+from prunefl.sparse.masks import multiplier  # noqa: E402
 from prunefl.sparse.backend import SWITCH_MIN_SPEEDUP  # noqa: E402
 from prunefl.machine import cpu_model  # noqa: E402
 from prunefl.sparse import native  # noqa: E402
@@ -175,8 +176,8 @@ def layer_cases(
             module(x).backward(grad_y)
             if mask is not None:  # the masking a local step adds (spec §3.1): gradient, then weight
                 with torch.no_grad():
-                    module.weight.grad.mul_(mask)
-                    module.weight.mul_(mask)
+                    module.weight.grad.mul_(multiplier(mask, module.weight.dtype))
+                    module.weight.mul_(multiplier(mask, module.weight.dtype))
 
         return run
 
@@ -471,8 +472,8 @@ def run_breakdown(density: float, repeats: int, burn_in: int, batch_size: int, s
                 module(x).backward(grad_y)
                 if mask is not None:  # what masking adds to a convolution's step
                     with torch.no_grad():
-                        module.weight.grad.mul_(mask)
-                        module.weight.mul_(mask)
+                        module.weight.grad.mul_(multiplier(mask, module.weight.dtype))
+                        module.weight.mul_(multiplier(mask, module.weight.dtype))
 
         return Case(setup, run)
 

@@ -25,6 +25,7 @@ from prunefl.sparse import (
     set_masks_,
     total_counts,
 )
+from prunefl.sparse.masks import multiplier
 
 
 class UserModel(nn.Module):
@@ -480,3 +481,41 @@ def test_only_restricts_masking_to_named_layers() -> None:
     # Assert: only the named layer was masked
     assert model[0].weight.tolist() == [[3.0, 0.0]]
     assert model[1].weight.tolist() == [[5.0]]
+
+
+def test_multiplier_is_converted_once_and_follows_in_place_mask_changes() -> None:
+    # Prepare
+    model = nn.Linear(3, 2, bias=False)
+    attach_masks(model, {"weight": torch.tensor([[True, False, True], [False, True, True]])})
+    mask = model.weight_mask
+
+    # Execute
+    first = multiplier(mask, torch.float32)
+    again = multiplier(mask, torch.float32)
+    as_double = multiplier(mask, torch.float64)
+    set_masks_(model, {"weight": torch.ones(2, 3, dtype=torch.bool)})  # in place: the version counter moves
+    after = multiplier(mask, torch.float32)
+
+    # Assert
+    assert again is first and first.dtype == torch.float32
+    torch.testing.assert_close(first, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]))
+    assert as_double.dtype == torch.float64
+    torch.testing.assert_close(after, torch.ones(2, 3))
+
+
+def test_apply_masks_after_set_masks_uses_the_new_mask() -> None:
+    # Prepare: a cached multiplier exists for the old mask
+    model = nn.Linear(2, 1, bias=False)
+    attach_masks(model, {"weight": torch.tensor([[True, False]])})
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    apply_masks_(model)
+
+    # Execute
+    set_masks_(model, {"weight": torch.tensor([[False, True]])})
+    with torch.no_grad():
+        model.weight.fill_(5.0)
+    apply_masks_(model)
+
+    # Assert
+    torch.testing.assert_close(model.weight.detach(), torch.tensor([[0.0, 5.0]]))

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from prunefl.errors import ConfigError
 from prunefl.sparse.linear import SparseLinear
-from prunefl.sparse.masks import layer_densities
+from prunefl.sparse.masks import layer_densities, multiplier
 
 __all__ = [
     "SWITCH_MIN_SPEEDUP",
@@ -361,14 +361,14 @@ class SparseLayers:
         """Zero the pruned coordinates of the weights that stay masked dense (`sparse.masks.apply_masks_`)."""
         with torch.no_grad():
             for parameter, mask in self._masked:
-                parameter.mul_(mask)
+                parameter.mul_(multiplier(mask, parameter.dtype))
 
     def mask_gradients_(self) -> None:
         """Zero the gradients of the masked dense weights at pruned coordinates (`sparse.masks.mask_gradients_`)."""
         with torch.no_grad():
             for parameter, mask in self._masked:
                 if parameter.grad is not None:
-                    parameter.grad.mul_(mask)
+                    parameter.grad.mul_(multiplier(mask, parameter.grad.dtype))
 
     def write_dense_(self) -> None:
         """Write every sparse layer's values and bias into its dense original (pruned coordinates 0).
@@ -400,8 +400,8 @@ def _time_masked_dense_step(layer: nn.Linear, mask: Tensor, x: Tensor, grad_y: T
     layer(x).backward(grad_y)
     with torch.no_grad():
         assert layer.weight.grad is not None
-        layer.weight.grad.mul_(mask)
-        layer.weight.mul_(mask)
+        layer.weight.grad.mul_(multiplier(mask, layer.weight.dtype))
+        layer.weight.mul_(multiplier(mask, layer.weight.dtype))
     return time.perf_counter() - start
 
 

@@ -11,6 +11,7 @@ for importance before the update is masked.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Collection, Mapping, Sequence
 
 import torch
@@ -27,6 +28,7 @@ __all__ = [
     "kept_counts",
     "layer_densities",
     "mask_gradients_",
+    "multiplier",
     "prunable_parameters",
     "set_masks_",
     "total_counts",
@@ -226,7 +228,7 @@ def apply_masks_(model: nn.Module, only: Collection[str] | None = None) -> None:
     with torch.no_grad():
         for name, parameter, mask in _masked_weights(model):
             if only is None or name in only:
-                parameter.mul_(mask)
+                parameter.mul_(multiplier(mask, parameter.dtype))
 
 
 def mask_gradients_(model: nn.Module, only: Collection[str] | None = None) -> None:
@@ -255,7 +257,7 @@ def mask_gradients_(model: nn.Module, only: Collection[str] | None = None) -> No
     with torch.no_grad():
         for name, parameter, mask in _masked_weights(model):
             if parameter.grad is not None and (only is None or name in only):
-                parameter.grad.mul_(mask)
+                parameter.grad.mul_(multiplier(mask, parameter.grad.dtype))
 
 
 def density(masks: Mapping[str, Tensor]) -> float:
@@ -359,6 +361,40 @@ def total_counts(masks: Mapping[str, Tensor]) -> dict[str, int]:
     {'a': 6}
     """
     return {name: mask.numel() for name, mask in masks.items()}
+
+
+# id(mask) → (a weak reference to the mask, its version counter and storage when converted, the converted copy).
+# Keyed by id, not WeakKeyDictionary, because tensors compare element-wise; entries go with their masks.
+_MULTIPLIERS: dict[int, tuple[weakref.ref[Tensor], tuple[int, int, torch.dtype], Tensor]] = {}
+
+
+def multiplier(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """Return `mask` as 0/1 values of `dtype`, converted once and reused until the mask changes.
+
+    Why: ``weight.mul_(bool_mask)`` converts the mask on every call; on Conv-2's fc1 (6.4 M weights, 2 threads)
+    it takes 2.2 ms against 0.65 ms with a float mask, and a masked step multiplies each weight and gradient.
+    The cached copy is keyed by the mask tensor and invalidated by any in-place change to it (its version
+    counter, e.g. `set_masks_` or `load_state_dict`) or a new storage.
+
+    Examples
+    --------
+    >>> mask = torch.tensor([True, False])
+    >>> multiplier(mask, torch.float32)
+    tensor([1., 0.])
+    >>> _ = mask.fill_(True)
+    >>> multiplier(mask, torch.float32)
+    tensor([1., 1.])
+    """
+    if mask.dtype != torch.bool:
+        return mask
+    key = (mask._version, mask.data_ptr(), dtype)
+    cached = _MULTIPLIERS.get(id(mask))
+    if cached is not None and cached[0]() is mask and cached[1] == key:
+        return cached[2]
+    converted = mask.to(dtype)
+    ident = id(mask)
+    _MULTIPLIERS[ident] = (weakref.ref(mask, lambda _, ident=ident: _MULTIPLIERS.pop(ident, None)), key, converted)
+    return converted
 
 
 def _masked_weights(model: nn.Module) -> list[tuple[str, nn.Parameter, Tensor]]:
