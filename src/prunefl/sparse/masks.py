@@ -393,7 +393,11 @@ def multiplier(mask: Tensor, dtype: torch.dtype) -> Tensor:
         return cached[2]
     converted = mask.to(dtype)
     ident = id(mask)
-    _MULTIPLIERS[ident] = (weakref.ref(mask, lambda _, ident=ident: _MULTIPLIERS.pop(ident, None)), key, converted)
+
+    def forget(_: weakref.ref[Tensor]) -> None:
+        _MULTIPLIERS.pop(ident, None)
+
+    _MULTIPLIERS[ident] = (weakref.ref(mask, forget), key, converted)
     return converted
 
 
