@@ -291,3 +291,13 @@ def test_the_pthreads_build_without_openmp_computes_the_same(tmp_path: Path, mon
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)
     assert bool((target.weight != 0).sum() <= fast.nnz)
+
+
+@needs_native
+def test_cc_with_a_launcher_and_options_is_split_like_make_does(tmp_path: Path) -> None:
+    # "env gcc -O1": a launcher, the compiler, an option; our flags come after it
+    result = _python(PROBE, {"CC": "env gcc -O1", "PRUNEFL_CACHE_DIR": str(tmp_path), "PRUNEFL_NATIVE": "1"})
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True [[3.0, 3.0]]"
+    assert len(list((tmp_path / "kernels").glob("csr_kernels-*.so"))) == 1

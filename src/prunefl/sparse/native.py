@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -211,10 +212,13 @@ def _load() -> ctypes.CDLL | None:
 def _build(flag_sets: Sequence[Sequence[str]] = _FLAG_SETS) -> Path:
     """Compile the C source into the cache unless a library for this source, flags, CPU and compiler is there."""
     source = resources.files("prunefl.sparse").joinpath(_SOURCE).read_bytes()
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if compiler is None:
-        raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
-    parts = [source, compiler.encode(), platform.machine().encode(), cpu_model().encode()]
+    compiler = shlex.split(os.environ.get("CC", ""))  # may carry a launcher or options ("ccache gcc"), as for make
+    if not compiler:
+        found = next((path for path in map(shutil.which, ("cc", "gcc", "clang")) if path), None)
+        if found is None:
+            raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
+        compiler = [found]
+    parts = [source, " ".join(compiler).encode(), platform.machine().encode(), cpu_model().encode()]
     parts += [" ".join(flags).encode() for flags in flag_sets]
     key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
     cache = Path(os.environ.get("PRUNEFL_CACHE_DIR") or Path.home() / ".cache" / "prunefl") / "kernels"
@@ -228,7 +232,7 @@ def _build(flag_sets: Sequence[Sequence[str]] = _FLAG_SETS) -> Path:
         out = Path(tmp) / "lib.so"
         errors = []
         for flags in flag_sets:
-            cmd = [compiler, *flags, "-fPIC", "-shared", "-pthread", str(src), "-o", str(out)]
+            cmd = [*compiler, *flags, "-fPIC", "-shared", "-pthread", str(src), "-o", str(out)]
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
             if result.returncode == 0:
                 os.replace(out, target)  # atomic: another process sees the whole file or none
