@@ -301,3 +301,45 @@ def test_cc_with_a_launcher_and_options_is_split_like_make_does(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True [[3.0, 3.0]]"
     assert len(list((tmp_path / "kernels").glob("csr_kernels-*.so"))) == 1
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (lambda: native.pad_transpose(torch.zeros(2, 3, dtype=torch.float64), 8), "2-D float32"),
+        (lambda: native.pad_transpose(torch.zeros(2, 3), 4), "padded batch"),
+        (lambda: native.pad_transpose(torch.zeros(70, 3), 72), "padded batch"),
+        (
+            lambda: native.csr_forward(
+                torch.tensor([0, 1], dtype=torch.int64), torch.tensor([0], dtype=torch.int32), torch.ones(1), None,
+                torch.zeros(1, 8), 1,
+            ),
+            "int32",
+        ),
+        (
+            lambda: native.csr_forward(
+                torch.tensor([0, 2], dtype=torch.int32), torch.tensor([0], dtype=torch.int32), torch.ones(1), None,
+                torch.zeros(1, 8), 1,
+            ),
+            "kept count",
+        ),
+        (
+            lambda: native.csr_backward(
+                torch.tensor([0, 1], dtype=torch.int32), torch.tensor([0], dtype=torch.int32), torch.ones(1),
+                torch.zeros(1, 8), torch.zeros(2, 16), 2, True, True,
+            ),
+            "same padded batch",
+        ),
+        (
+            lambda: native.csr_scatter(
+                torch.tensor([0, 1], dtype=torch.int32), torch.tensor([0], dtype=torch.int32), torch.ones(1),
+                torch.zeros(3, 2).t(), True,
+            ),
+            "contiguous 2-D float32",
+        ),
+    ],
+)
+def test_native_entry_points_reject_bad_tensors_before_touching_memory(call, expected: str) -> None:
+    with pytest.raises(ValueError, match=expected):
+        call()

@@ -91,7 +91,9 @@ def pad_transpose(a: Tensor, padded: int) -> Tensor:
     `a` is float32 on the CPU with any strides; `padded` is a multiple of 8, at least the batch.
     """
     lib = _require()
+    _expect(a.dim() == 2 and a.dtype == torch.float32 and a.device.type == "cpu", "a must be 2-D float32 on the CPU")
     batch, features = a.shape
+    _expect(padded % _LANES == 0 and batch <= padded <= MAX_BATCH, f"bad padded batch {padded} for {batch} rows")
     out = torch.empty((features, padded), dtype=torch.float32)
     lib.prunefl_pad_transpose(
         a.data_ptr(), batch, features, a.stride(0), a.stride(1), out.data_ptr(), padded
@@ -104,6 +106,10 @@ def csr_forward(
 ) -> Tensor:
     """Return ``bias + W x_t`` (rows, padded) for W in CSR and `x_t` (cols, padded) from `pad_transpose`."""
     lib = _require()
+    _check_csr(crow, col, values, rows)
+    _check_activations(x_t, None, "x_t")
+    if bias is not None:
+        _expect(_is_f32(bias) and bias.shape == (rows,), "bias must be contiguous float32 of shape (rows,)")
     padded = x_t.shape[1]
     y_t = torch.empty((rows, padded), dtype=torch.float32)
     rc = lib.prunefl_csr_forward(
@@ -138,6 +144,10 @@ def csr_backward(
     """
     lib = _require()
     rows, padded = grad_y_t.shape
+    _check_csr(crow, col, values, rows)
+    _check_activations(grad_y_t, rows, "grad_y_t")
+    _check_activations(x_t, cols, "x_t")
+    _expect(x_t.shape[1] == padded, "x_t and grad_y_t must have the same padded batch")
     threads = threads_for(values.numel())
     grad_values = torch.empty_like(values) if need_values else None
     grad_x_t = torch.empty((cols, padded), dtype=torch.float32) if need_x else None
@@ -164,7 +174,8 @@ def csr_backward(
 def csr_gather(crow: Tensor, col: Tensor, dense: Tensor, values: Tensor) -> None:
     """Write the kept coordinates of `dense` (rows, cols), contiguous float32, into `values` (nnz,) in CSR order."""
     lib = _require()
-    rows, cols = dense.shape
+    rows, cols = _check_dense(dense)
+    _check_csr(crow, col, values, rows)
     threads = threads_for(dense.numel() // 8)  # memory-bound over the whole weight, not just the kept values
     lib.prunefl_csr_gather(crow.data_ptr(), col.data_ptr(), dense.data_ptr(), values.data_ptr(), rows, cols, threads)
 
@@ -172,7 +183,8 @@ def csr_gather(crow: Tensor, col: Tensor, dense: Tensor, values: Tensor) -> None
 def csr_scatter(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor, zero_pruned: bool) -> None:
     """Write `values` (nnz,) to their coordinates in `dense` (rows, cols), contiguous float32; optionally zero the rest."""
     lib = _require()
-    rows, cols = dense.shape
+    rows, cols = _check_dense(dense)
+    _check_csr(crow, col, values, rows)
     threads = threads_for(dense.numel() // 8)
     lib.prunefl_csr_scatter(
         crow.data_ptr(), col.data_ptr(), values.data_ptr(), dense.data_ptr(), rows, cols, int(zero_pruned), threads
@@ -187,6 +199,38 @@ def threads_for(nnz: int) -> int:
 def padded_batch(batch: int) -> int:
     """Return the batch rounded up to the kernels' lane multiple (8)."""
     return -(-batch // _LANES) * _LANES
+
+
+# Shape, dtype, device and layout checks before any pointer reaches C: a few microseconds per call. The index
+# values themselves (crow monotone, col < cols) are not re-read per call: they come from a mask (`SparseLinear`).
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(f"native CSR kernels: {message}")
+
+
+def _is_f32(t: Tensor) -> bool:
+    return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
+
+
+def _check_csr(crow: Tensor, col: Tensor, values: Tensor, rows: int) -> None:
+    index_ok = all(t.dtype == torch.int32 and t.device.type == "cpu" and t.is_contiguous() for t in (crow, col))
+    _expect(index_ok and crow.dim() == 1 and col.dim() == 1, "crow and col must be contiguous 1-D int32 on the CPU")
+    _expect(_is_f32(values) and values.dim() == 1, "values must be contiguous 1-D float32 on the CPU")
+    _expect(crow.numel() == rows + 1, f"crow must have rows + 1 = {rows + 1} entries, got {crow.numel()}")
+    _expect(col.numel() == values.numel() == int(crow[-1]), "col, values and crow[-1] must agree on the kept count")
+
+
+def _check_activations(t: Tensor, features: int | None, name: str) -> None:
+    shape_ok = t.dim() == 2 and (features is None or t.shape[0] == features)
+    _expect(_is_f32(t) and shape_ok, f"{name} must be contiguous 2-D float32 of {features or 'any'} rows")
+    _expect(t.shape[1] % _LANES == 0 and 0 < t.shape[1] <= MAX_BATCH, f"{name} must have a padded batch of 8..64")
+
+
+def _check_dense(dense: Tensor) -> tuple[int, int]:
+    _expect(_is_f32(dense) and dense.dim() == 2, "dense must be a contiguous 2-D float32 tensor on the CPU")
+    return int(dense.shape[0]), int(dense.shape[1])
 
 
 def _require() -> ctypes.CDLL:
