@@ -343,3 +343,21 @@ def test_cc_with_a_launcher_and_options_is_split_like_make_does(tmp_path: Path) 
 def test_native_entry_points_reject_bad_tensors_before_touching_memory(call, expected: str) -> None:
     with pytest.raises(ValueError, match=expected):
         call()
+
+
+@needs_native
+def test_a_damaged_cached_library_is_rebuilt(tmp_path: Path) -> None:
+    # Prepare: build once, then overwrite the cached library with garbage
+    env = {"PRUNEFL_CACHE_DIR": str(tmp_path), "PRUNEFL_NATIVE": "1"}
+    assert _python(PROBE, env).returncode == 0
+    (cached,) = (tmp_path / "kernels").glob("csr_kernels-*.so")
+    cached.write_bytes(b"not a shared library")
+
+    # Execute
+    result = _python(PROBE, env)
+
+    # Assert: rebuilt, loaded, and said so
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True [[3.0, 3.0]]"
+    assert "rebuilding" in result.stderr
+    assert cached.read_bytes()[:4] == b"\x7fELF"

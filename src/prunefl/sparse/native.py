@@ -245,7 +245,13 @@ def _load() -> ctypes.CDLL | None:
         logger.info("native CSR kernels disabled by PRUNEFL_NATIVE=0; using torch's kernels")
         return None
     try:
-        lib = ctypes.CDLL(str(_build()))
+        path = _build()
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as error:  # a damaged cached file (disk full, killed copy): build it again, once
+            logger.warning("cached native kernels %s do not load (%s); rebuilding", path, error)
+            path.unlink(missing_ok=True)
+            lib = ctypes.CDLL(str(_build()))
         _declare(lib)
     except (OSError, subprocess.SubprocessError, RuntimeError) as error:
         logger.warning("native CSR kernels unavailable (%s); using torch's kernels", error)
