@@ -6,7 +6,7 @@ gradient) leave the backward at about three SpMMs. The C file fuses the backward
 batch in registers; `benchmarks/kernels.py` measures both paths side by side.
 
 Why built here, not at install: the project installs editable from source, the file is small (one C file,
-~0.3 s with gcc), and a build keyed on the source, the compiler flags and the CPU can use ``-march=native``
+~0.5 s with gcc), and a build keyed on the source, the compiler flags and the CPU can use ``-march=native``
 safely. Where no C compiler works (a phone, a minimal container), `library()` returns None, one warning is
 logged, and `SparseLinear` uses torch's kernels: results are the same up to float rounding.
 
