@@ -15,7 +15,8 @@ tested density at which the sparse layer beats the masked dense one), the input 
     layers a client would switch given (a) swapped for `SparseLinear`, the rest masked dense; the
     swap in and the write-back are timed too, with the indices of the previous round reused as the mask is
     unchanged between reconfigurations) on the native kernels and on torch's (sparse-fc-torch), each with
-    importance (dense weight gradients summed every step, the paper's every-round collection) and without (an
+    importance (every weight's gradient summed over the round, the paper's every-round collection; sparse layers
+    sum their dense weight gradients from recorded rows, one GEMM at the end, as the client does) and without (an
     "importance window" round: fully sparse fc layers).
 (c) where the sparse-fc update's time goes at the headline density: the update and its parts (each layer's
     K forward+backward passes alone, the swap) timed side by side, and the swap after a mask change.
@@ -352,25 +353,27 @@ def sparse_fc_update(
     last["swap"].restore_()
 
     def run() -> None:
-        swapped = sparsify_linear_layers_(model, masks, layers, importance, previous=last["swap"], same_masks=True)
+        swapped = sparsify_linear_layers_(model, masks, layers, previous=last["swap"], same_masks=True)
         for layer in swapped.sparse.values():
             layer.native = native_kernels
+        # Importance covers the same tensors as in the dense update; the sparse layers' dense weight gradients
+        # are summed over the round from their recorded rows, one GEMM at the end, as the client does.
+        swapped.set_record_inputs(importance)
         swapped.apply_masks_()
         optimizer = torch.optim.SGD(model.parameters(), lr=LR)  # built after the swap: new parameters
-        # Importance covers the same tensors as in the dense update: fc weights through their dense gradient.
         tracked = [p for name, p in model.named_parameters() if not name.endswith(".values")]
         grad_sum = [torch.zeros_like(p) for p in tracked] if importance else []
-        grad_sum += [torch.zeros_like(swapped.dense[name].weight) for name in swapped.sparse] if importance else []
         for x, y in data:
             optimizer.zero_grad(set_to_none=True)
-            swapped.zero_grad()
             F.cross_entropy(model(x), y).backward()
             if importance:
-                grads = [p.grad for p in tracked] + list(swapped.dense_weight_grads().values())
-                torch._foreach_add_(grad_sum, grads)
+                torch._foreach_add_(grad_sum, [p.grad for p in tracked])
             swapped.mask_gradients_()
             optimizer.step()
             swapped.apply_masks_()
+        if importance:
+            grad_sum += list(swapped.recorded_weight_grads().values())
+        swapped.set_record_inputs(False)
         swapped.restore_()
         last["swap"] = swapped
 

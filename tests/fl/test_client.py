@@ -160,3 +160,21 @@ def test_swap_cache_reuses_indices_for_the_same_mask_version_and_rebuilds_for_a_
     for got, expected in (first, second, third):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert np.all(third[0][~other["1.weight"]] == 0.0)
+
+
+def test_round_sum_importance_of_sparse_layers_comes_from_recorded_rows_not_per_step_gradients() -> None:
+    # Prepare
+    model, ds, state, masks = _setup()
+    loss = make_loss("cross_entropy", 3)
+    cache = SwapCache()
+    ins = TrainIns(0, state, masks, 0.5, 3, 2, importance_mode="round_sum", upload_importance=True)
+
+    # Execute
+    sparse = client_step(model, ins, _client(ds), ds, loss, {"1.weight"}, swap_cache=cache)
+    dense = client_step(model, ins, _client(ds), ds, loss)
+
+    # Assert: no per-step dense gradient, recording switched off again, the same importance as masked dense
+    layer = cache.previous.sparse["1.weight"]
+    assert layer.dense_weight_grad is False and layer.record_inputs is False and layer.weight_grad is None
+    for k in dense.importance:
+        np.testing.assert_allclose(sparse.importance[k], dense.importance[k], rtol=1e-4, atol=1e-7)

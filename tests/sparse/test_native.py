@@ -361,3 +361,31 @@ def test_a_damaged_cached_library_is_rebuilt(tmp_path: Path) -> None:
     assert result.stdout.strip() == "True [[3.0, 3.0]]"
     assert "rebuilding" in result.stderr
     assert cached.read_bytes()[:4] == b"\x7fELF"
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_recorded_weight_grad_is_the_sum_of_the_per_step_dense_gradients(use_native: bool) -> None:
+    # Prepare: the same three steps through a recording layer and a per-step dense-gradient layer
+    if use_native and not native.available():
+        pytest.skip("no C compiler")
+    fast, slow = sparse_pair(30, 50, 0.2, seed=11)
+    recording = fast
+    recording.native = use_native
+    recording.dense_weight_grad = False
+    recording.record_inputs = True
+    generator = torch.Generator().manual_seed(12)
+    steps = [(torch.randn(7, 50, generator=generator), torch.randn(7, 30, generator=generator)) for _ in range(3)]
+
+    # Execute
+    expected = torch.zeros(30, 50)
+    for x, grad_y in steps:
+        recording(x.requires_grad_()).backward(grad_y)
+        expected += run(slow, x, grad_y)["weight_grad"]
+    with torch.no_grad():
+        recording(steps[0][0])  # no graph: nothing recorded
+    total = recording.recorded_weight_grad()
+
+    # Assert: one sum over the three steps, then nothing left
+    torch.testing.assert_close(total, expected, rtol=1e-5, atol=1e-5)
+    assert recording.weight_grad is None  # no per-step dense GEMM ran
+    assert recording.recorded_weight_grad() is None

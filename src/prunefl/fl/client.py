@@ -65,7 +65,9 @@ def client_step(
 
     ``sparse_layers`` names ``nn.Linear`` weights to train with the CSR kernel of
     :mod:`prunefl.sparse.linear` for this round (the layers whose density is below their measured break-even);
-    they compute the dense weight gradient only when importance is tracked this round. ``swap_cache`` keeps the
+    they compute dense weight gradients only when importance is tracked this round: for ``round_sum`` they keep
+    each step's input rows and take the round's gradient sum Σ_k g_k as one GEMM at the end, for
+    ``legacy_last_step`` one dense GEMM per step. ``swap_cache`` keeps the
     last swap handle (updated here), whose index buffers are reused where a mask did not change; with the server's
     ``mask_version`` (equal versions mean equal masks) an unchanged version skips the check. The reply is the
     same as with masked dense kernels up to float rounding.
@@ -81,12 +83,19 @@ def client_step(
         masks_t = {k: torch.from_numpy(np.asarray(v, dtype=np.bool_)) for k, v in ins.masks.items() if k in partial}
         previous = swap_cache.previous if swap_cache is not None else None
         same = swap_cache is not None and mask_version is not None and swap_cache.mask_version == mask_version
-        swap = sparsify_linear_layers_(model, masks_t, sparse_layers, tracking, previous=previous, same_masks=same)
+        # round_sum needs only Σ_k g_k of a sparse layer's dense weight: recorded rows, one GEMM at the end.
+        # legacy_last_step needs each step's gradient: a dense GEMM per step.
+        per_step = ins.importance_mode == "legacy_last_step"
+        swap = sparsify_linear_layers_(model, masks_t, sparse_layers, per_step, previous=previous, same_masks=same)
+        swap.set_record_inputs(ins.importance_mode == "round_sum")
         if swap_cache is not None:
             swap_cache.previous, swap_cache.mask_version = swap, mask_version
+    deferred = set(swap.sparse) if swap is not None and ins.importance_mode == "round_sum" else set()
+    stepwise = [n for n in names if n not in deferred]  # parameters whose gradients are summed after every step
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=ins.lr)
-    grad_sum = [torch.zeros(_shape_of(model, n, swap)) for n in names] if tracking else []
+    sums = {n: torch.zeros(_shape_of(model, n, swap)) for n in stepwise} if tracking else {}
+    stepwise_sum = list(sums.values())
     loss_sum = torch.zeros((), dtype=torch.float64)
     model.train()
     start = time.perf_counter()
@@ -100,13 +109,13 @@ def client_step(
         loss = loss_fn(model(x), y)
         loss.backward()
         if tracking:
-            grads = _gradients(model, names, swap)
+            grads = _gradients(model, stepwise, swap)
             if ins.importance_mode == "legacy_last_step":
                 # the official sum aliases .grad: zeroing clears it and backward refills it, so it ends as 2·g_K
-                torch._foreach_mul_(grad_sum, 0.0)
-                torch._foreach_add_(grad_sum, grads, alpha=2.0)
+                torch._foreach_mul_(stepwise_sum, 0.0)
+                torch._foreach_add_(stepwise_sum, grads, alpha=2.0)
             else:
-                torch._foreach_add_(grad_sum, grads)  # explicit buffers: no aliasing of .grad
+                torch._foreach_add_(stepwise_sum, grads)  # explicit buffers: no aliasing of .grad
         if swap is None:
             mask_gradients_(model, partial)
             optimizer.step()
@@ -116,12 +125,16 @@ def client_step(
             optimizer.step()
             swap.apply_masks_()
         loss_sum += loss.detach()
+    if tracking and swap is not None and deferred:
+        for n, total in swap.recorded_weight_grads().items():
+            sums[n] = total if total is not None else torch.zeros(_shape_of(model, n, swap))
     if swap is not None:
+        swap.set_record_inputs(False)
         swap.restore_()  # kept values back into the dense weights, pruned coordinates 0
     compute_wall_s = time.perf_counter() - start
     num_examples = ins.local_steps * ins.batch_size
     if tracking:
-        _accumulate_importance(client, names, grad_sum, num_examples)
+        _accumulate_importance(client, names, [sums[n] for n in names], num_examples)
     importance = None
     if ins.upload_importance:
         importance = {n: t.numpy() for n, t in client.importance.items()}

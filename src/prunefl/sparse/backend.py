@@ -348,6 +348,15 @@ class SparseLayers:
         for layer in self.sparse.values():
             layer.dense_weight_grad = enabled
 
+    def set_record_inputs(self, enabled: bool) -> None:
+        """Set `SparseLinear.record_inputs` of every sparse layer (importance summed over a round, one GEMM)."""
+        for layer in self.sparse.values():
+            layer.record_inputs = enabled
+
+    def recorded_weight_grads(self) -> dict[str, Tensor | None]:
+        """Return each sparse layer's summed dense weight gradient since the last call (`recorded_weight_grad`)."""
+        return {name: layer.recorded_weight_grad() for name, layer in self.sparse.items()}
+
     def dense_weight_grads(self) -> dict[str, Tensor | None]:
         """Return each sparse layer's dense weight gradient (out, in), keyed by weight name; None if not computed."""
         return {name: layer.weight_grad for name, layer in self.sparse.items()}

@@ -74,6 +74,10 @@ class SparseLinear(nn.Module):
     native : bool
         If True (the default), float32 CPU calls with a batch of at most `native.MAX_BATCH` rows run on the
         compiled kernels of `prunefl.sparse.native` when they are available; set False for torch's kernels.
+    record_inputs : bool
+        If True, every backward keeps its input rows and upstream gradient, so that `recorded_weight_grad`
+        returns the sum of the dense weight gradients of all those steps with one GEMM over their rows,
+        instead of one dense GEMM per step (`dense_weight_grad`). Importance needs only that sum (spec §3.2).
     dense_weight_grad : bool
         If True, backward also computes the full dense gradient ∂L/∂W (out_features, in_features), pruned
         coordinates included, and accumulates it into `weight_grad`. Costs one dense GEMM, like the dense
@@ -137,6 +141,8 @@ class SparseLinear(nn.Module):
         self.out_features = out_features
         self.dense_weight_grad = dense_weight_grad
         self.native = True
+        self.record_inputs = False
+        self._records: list[tuple[Tensor, Tensor]] = []  # (x (B, in), grad_y (B, out)) per recorded backward
         reuse = pattern_from is not None and (trust_pattern or pattern_from.matches_mask(mask))
         if pattern_from is not None and reuse:
             indices = {name: getattr(pattern_from, name) for name in _INDEX_BUFFERS}
@@ -246,6 +252,29 @@ class SparseLinear(nn.Module):
         flat = self.flat_indices.to(mask.device)
         return int(mask.count_nonzero()) == flat.numel() and bool(mask.reshape(-1).index_select(0, flat).all())
 
+    def recorded_weight_grad(self) -> Tensor | None:
+        """Return Σ_k ∂L_k/∂W over the backward passes recorded since the last call, and forget them; None if none.
+
+        The dense (out_features, in_features) sum, pruned coordinates included, computed as one GEMM
+        ``GYᵀ X`` over the concatenated rows of every recorded step: Σ_k gy_kᵀ x_k = GYᵀ X.
+
+        Examples
+        --------
+        >>> layer = SparseLinear(3, 2, torch.ones(2, 3, dtype=torch.bool))
+        >>> layer.record_inputs = True
+        >>> for _ in range(2):
+        ...     layer(torch.ones(1, 3)).sum().backward()
+        >>> layer.recorded_weight_grad()
+        tensor([[2., 2., 2.],
+                [2., 2., 2.]])
+        """
+        if not self._records:
+            return None
+        x = torch.cat([x for x, _ in self._records])  # (K·B, in)
+        grad_y = torch.cat([g for _, g in self._records])  # (K·B, out)
+        self._records.clear()
+        return torch.mm(grad_y.t(), x)
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset the gradients of the parameters and `weight_grad`, as `nn.Module.zero_grad` does."""
         super().zero_grad(set_to_none)
@@ -269,6 +298,7 @@ class SparseLinear(nn.Module):
             self.csc_row_indices,
             self.csc_permutation,
             self.native,
+            self._records if self.record_inputs and torch.is_grad_enabled() else None,
         )
         x2 = x.reshape(-1, self.in_features)  # (B, in)
         y2 = _SparseLinearFunction.apply(x2, self.values, self.bias, sink, pattern)  # (B, out)
@@ -363,6 +393,7 @@ class _Pattern:
     csc_row_indices: Tensor
     csc_permutation: Tensor
     native: bool = True  # whether the native kernels may take calls (`SparseLinear.native`)
+    records: list[tuple[Tensor, Tensor]] | None = None  # where backward appends (x, grad_y), if recording
 
     def csr(self, values: Tensor) -> Tensor:
         """Return W as a CSR tensor (out, in) over `values` (no copy)."""
@@ -417,10 +448,14 @@ class _SparseLinearFunction(torch.autograd.Function):
                 need_values, need_x,
             )
             grad_x = None if grad_x_t is None else grad_x_t[:, :batch].t()  # (B, in), a strided view
+            if pattern.records is not None:
+                pattern.records.append((x_t[:, :batch].t(), grad_y))
             # Dense ∂L/∂W = gyᵀ x for importance (pruned coordinates too): one GEMM, as in the torch path.
             grad_weight = torch.mm(grad_y.t(), x_t[:, :batch].t()) if need_sink else None
             return grad_x, grad_values, grad_bias, grad_weight, None
         x, values = ctx.saved_tensors
+        if pattern.records is not None:
+            pattern.records.append((x, grad_y))
         grad_y_t = grad_y.t()  # (out, B)
         grad_x = grad_values = grad_weight = None
         if need_x:
