@@ -297,39 +297,28 @@ def reset_to(model: nn.Module, state: dict[str, Tensor]) -> Callable[[], None]:
     return setup
 
 
-def dense_update(model: nn.Module, data: list[tuple[Tensor, Tensor]], importance: bool) -> Callable[[], None]:
-    """Plain SGD, no masks; with `importance`, every parameter's gradient is summed every step."""
+def sgd_update(
+    model: nn.Module, data: list[tuple[Tensor, Tensor]], importance: bool, masked: bool
+) -> Callable[[], None]:
+    """Plain SGD; with `importance`, every parameter's gradient is summed every step. With `masked`, the step of
+    prunefl.fl.client.client_step: dense kernels, then gradients and weights masked."""
 
     def run() -> None:
-        params = list(model.parameters())
-        optimizer = torch.optim.SGD(params, lr=LR)
-        grad_sum = [torch.zeros_like(p) for p in params] if importance else []
-        for x, y in data:
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            if importance:
-                torch._foreach_add_(grad_sum, [p.grad for p in params])
-            optimizer.step()
-
-    return run
-
-
-def masked_update(model: nn.Module, data: list[tuple[Tensor, Tensor]], importance: bool) -> Callable[[], None]:
-    """The step of prunefl.fl.client.client_step: dense kernels, then gradients and weights masked."""
-
-    def run() -> None:
-        apply_masks_(model)
-        params = list(model.parameters())
-        optimizer = torch.optim.SGD(params, lr=LR)
-        grad_sum = [torch.zeros_like(p) for p in params] if importance else []
-        for x, y in data:
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            if importance:
-                torch._foreach_add_(grad_sum, [p.grad for p in params])
-            mask_gradients_(model)
-            optimizer.step()
+        if masked:
             apply_masks_(model)
+        params = list(model.parameters())
+        optimizer = torch.optim.SGD(params, lr=LR)
+        grad_sum = [torch.zeros_like(p) for p in params] if importance else []
+        for x, y in data:
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            if importance:
+                torch._foreach_add_(grad_sum, [p.grad for p in params])
+            if masked:
+                mask_gradients_(model)
+            optimizer.step()
+            if masked:
+                apply_masks_(model)
 
     return run
 
@@ -398,10 +387,12 @@ def run_updates(
     rows = []
     for importance in (True, False):
         dense_model = Conv2(num_classes=NUM_CLASSES)
-        cases = {"dense": Case(reset_to(dense_model, initial), dense_update(dense_model, data, importance))}
+        dense_run = sgd_update(dense_model, data, importance, masked=False)
+        cases = {"dense": Case(reset_to(dense_model, initial), dense_run)}
         for density, masks in all_masks.items():
             model = masked_model(masks, initial)
-            cases[f"masked@{density}"] = Case(reset_to(model, initial), masked_update(model, data, importance))
+            masked_run = sgd_update(model, data, importance, masked=True)
+            cases[f"masked@{density}"] = Case(reset_to(model, initial), masked_run)
             layers = choice[importance][density]
             model = masked_model(masks, initial)
             run = sparse_fc_update(model, masks, data, importance, layers=layers)
@@ -489,7 +480,7 @@ def run_breakdown(density: float, repeats: int, burn_in: int, batch_size: int, s
     update = sparse_fc_update(update_model, masks, data, False, layers=sparse)
     cases = {
         "update": Case(reset_to(update_model, initial), update),
-        "dense update": Case(reset_to(dense_model, initial), dense_update(dense_model, data, False)),
+        "dense update": Case(reset_to(dense_model, initial), sgd_update(dense_model, data, False, masked=False)),
         **{name: k_passes(*layer) for name, layer in layers.items()},
         swap_same: Case(
             lambda: None,

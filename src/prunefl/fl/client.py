@@ -125,7 +125,7 @@ def client_step(
             optimizer.step()
             swap.apply_masks_()
         loss_sum += loss.detach()
-    if tracking and swap is not None and deferred:
+    if swap is not None and deferred:  # deferred is non-empty only in round_sum rounds with a swap
         for n, total in swap.recorded_weight_grads().items():
             sums[n] = total if total is not None else torch.zeros(_shape_of(model, n, swap))
     if swap is not None:
