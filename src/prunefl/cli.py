@@ -93,15 +93,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import dataclasses
 
     from prunefl.errors import ConfigError
-    from prunefl.experiments.config import METHODS, load_config
+    from prunefl.experiments.config import load_config
+    from prunefl.pruning.methods import method_names
     from prunefl.experiments.results import new_run_dir
     from prunefl.experiments.runner import load_run_dataset, run_experiment
     from prunefl.report import format_summary_table, format_targets_table, plot_comparison, write_comparison_report
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m not in method_names()]
     if not methods or bad:
-        raise ConfigError(f"--methods must list methods from {', '.join(METHODS)}, got {args.methods!r}")
+        raise ConfigError(f"--methods must list methods from {', '.join(method_names())}, got {args.methods!r}")
     base = load_config(args.config, args.set)
     configs = [
         dataclasses.replace(base, name=f"{base.name}-{m}", pruning=dataclasses.replace(base.pruning, method=m))
@@ -158,7 +159,7 @@ class _RoundBar:
         self._acc: float | None = None
 
     def update_row(self, row: dict[str, Any]) -> None:
-        from prunefl.fl import messages as K
+        from prunefl import metrics as K
 
         if row.get(K.K_TEST_ACCURACY) is not None:
             self._acc = row[K.K_TEST_ACCURACY]

@@ -9,6 +9,7 @@ __all__ = [
     "DecodeError",
     "InconsistentRepliesError",
     "CheckpointError",
+    "check_setting",
 ]
 
 
@@ -37,3 +38,12 @@ class InconsistentRepliesError(PruneFLError, ValueError):
 
 class CheckpointError(PruneFLError, OSError):
     """A checkpoint is missing, corrupt, or does not match the run it is loaded into."""
+
+
+def check_setting(ok: bool, key: str, value: object, rule: str) -> None:
+    """Raise :class:`ConfigError` "<key> <rule>, got <value>" unless ``ok``; settings dataclasses validate with it.
+
+    >>> check_setting(True, "fl.lr", 0.1, "must be > 0")
+    """
+    if not ok:
+        raise ConfigError(f"{key} {rule}, got {value!r}")

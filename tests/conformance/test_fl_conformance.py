@@ -73,7 +73,7 @@ def test_item8_stale_values_kept_zero_option_and_bn_statistics() -> None:
 
 def test_item9_fl_reconfigures_at_50_100_150() -> None:
     # with and without IP end to end: tests/experiments/test_methods_e2e.py (prunefl and prunefl-no-ip)
-    policy = AdaptivePruning(AdaptiveSettings(total_rounds=160, local_steps=5), [DeviceProfile(TM)])
+    policy = AdaptivePruning(AdaptiveSettings(total_rounds=160, local_steps=5))
     assert [r for r in range(160) if policy.upload_importance(r)] == [50, 100, 150]
 
 

@@ -7,26 +7,21 @@ import pytest
 from prunefl.engines.simulation import SimulationEngine
 from prunefl.experiments.config import load_config
 from prunefl.experiments.runner import build_simulation, load_run_dataset, measure_layer_break_even
-from prunefl.pruning.adaptive import AdaptivePruning, AdaptiveSettings
 
 
-def _config():
-    return load_config(None, [
-        "data.dataset=digits", "data.partition=iid", "data.num_clients=3", "clients_per_round=3",
-        "model.name=mlp", "timing.preset=uniform", "rounds=6", "eval_every=3", "lr=0.1", "threads=1",
-        "method=prunefl-no-ip", "reconfig_interval=2", "first_reconfig_round=2", "max_decrease=0.9",
-    ])
+_OVERRIDES = [
+    "data.dataset=digits", "data.partition=iid", "data.num_clients=3", "clients_per_round=3",
+    "model.name=mlp", "timing.preset=uniform", "rounds=6", "eval_every=3", "lr=0.1", "threads=1",
+    "method=prunefl-no-ip", "reconfig_interval=2", "first_reconfig_round=2", "max_decrease=0.9",
+]
 
 
 @pytest.mark.slow
 def test_layers_below_break_even_switch_to_sparse_after_pruning() -> None:
     # Prepare: pretend the CSR kernel wins below density 0.95 for fc1 (no dense grads) / never with dense grads
-    config = _config()
+    config = load_config(None, [*_OVERRIDES, "importance_window=1"])
     setup = build_simulation(config, load_run_dataset(config))
     setup.break_even = {"fc1.weight": (0.95, 0.0)}
-    setup.policy = AdaptivePruning(AdaptiveSettings(total_rounds=6, local_steps=5, reconfig_interval=2,
-                                                    first_reconfig_round=2, max_decrease=0.9,
-                                                    importance_window=1), setup.devices)
     engine = SimulationEngine(setup)
     rows = []
     # Execute

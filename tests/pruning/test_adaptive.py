@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from prunefl.fl.server import RoundUpdate, Server, ServerSettings
+from prunefl.fl.server import Server, ServerSettings
+from prunefl.pruning.methods.base import AggregateView
 from prunefl.pruning.adaptive import AdaptivePruning, AdaptiveSettings, fixed_importance, objective_time_model
 from prunefl.timing.clock import DeviceProfile
 from prunefl.timing.model import TimeModel
@@ -15,7 +16,7 @@ TM = TimeModel(("w",), (1e-6,), 1e-3, 1e-3)
 
 def test_reconfigures_at_rounds_50_100_150() -> None:
     # Prepare
-    policy = AdaptivePruning(AdaptiveSettings(total_rounds=200, local_steps=5), [DeviceProfile(TM)])
+    policy = AdaptivePruning(AdaptiveSettings(total_rounds=200, local_steps=5))
     # Execute
     rounds = [r for r in range(200) if policy.upload_importance(r)]
     # Assert
@@ -25,7 +26,7 @@ def test_reconfigures_at_rounds_50_100_150() -> None:
 def test_accuracy_trigger_starts_at_next_interval_boundary() -> None:
     # Prepare
     s = AdaptiveSettings(total_rounds=300, local_steps=5, reconfig_start="accuracy", reconfig_start_accuracy=0.6)
-    policy = AdaptivePruning(s, [DeviceProfile(TM)])
+    policy = AdaptivePruning(s)
     # Execute
     policy.observe({"round": 9, "test-accuracy": 0.5})
     before = [r for r in range(300) if policy.upload_importance(r)]
@@ -51,32 +52,41 @@ def test_fixed_importance_sums_non_prunable_parameters() -> None:
     assert fixed_importance(imp, {"w": torch.ones(2, dtype=torch.bool)}) == 6.0
 
 
-def test_after_aggregate_replaces_server_masks_and_records() -> None:
+def test_after_aggregate_returns_reconfigured_masks_and_record() -> None:
     # Prepare: 10 weights in use; δ(50) = 0.35·0.5^(50/10000) ≈ 0.349 -> q = 3, so |w| = 0, 1, 2 are removed and,
     # with zero importance (ρ = 0, not strictly above S/T), not re-added
     w = torch.arange(10, dtype=torch.float32)
-    server = Server({"w": w.clone(), "b": torch.zeros(1)}, {"w": torch.ones(10, dtype=torch.bool)},
-                    ServerSettings(1, 1, 5, 2, 0.1))
+    state = {"w": w.clone(), "b": torch.zeros(1)}
+    masks = {"w": torch.ones(10, dtype=torch.bool)}
     imp = {"w": torch.tensor([0, 0, 0] + [1.0] * 7, dtype=torch.float64), "b": torch.tensor([1.0], dtype=torch.float64)}
-    policy = AdaptivePruning(AdaptiveSettings(total_rounds=100, local_steps=5, max_decrease=0.35), [DeviceProfile(TM)])
+    policy = AdaptivePruning(AdaptiveSettings(total_rounds=100, local_steps=5, max_decrease=0.35))
+
+    def view(r: int, importance):
+        return AggregateView(round=r, state=state, previous_state=state, masks=masks, importance=importance,
+                             clients=[0], devices=[DeviceProfile(TM)])
+
     # Execute
-    rec = policy.after_aggregate(50, server, RoundUpdate(0.0, 10, imp), [0])
+    decision = policy.after_aggregate(view(50, imp))
     # Assert
-    assert rec is not None and rec["removed"] == {"w": 3} and rec["added"] == {"w": 0}
-    assert server.masks["w"].tolist() == [False] * 3 + [True] * 7
+    assert decision is not None and decision.masks is not None and decision.record is not None
+    rec = decision.record
+    assert rec["removed"] == {"w": 3} and rec["added"] == {"w": 0}
+    assert decision.masks["w"].tolist() == [False] * 3 + [True] * 7
+    assert masks["w"].all()  # a decision, not a mutation: the server applies it
     assert np.isclose(rec["density-after"], 0.7)
-    assert policy.after_aggregate(51, server, RoundUpdate(0.0, 10, None), [0]) is None
+    assert policy.after_aggregate(view(51, None)) is None
+    assert policy.state_dict() == {"start": 50, "reconfigurations": 1}
 
 
 def test_importance_window_tracks_only_rounds_before_each_reconfiguration() -> None:
     # Prepare: reconfigurations at 50, 100, 150; window of 3 rounds
     s = AdaptiveSettings(total_rounds=160, local_steps=5, importance_window=3)
-    policy = AdaptivePruning(s, [DeviceProfile(TM)])
+    policy = AdaptivePruning(s)
     # Execute
     tracked = [r for r in range(160) if policy.track_importance(r)]
     # Assert
     assert tracked == [48, 49, 50, 98, 99, 100, 148, 149, 150]
-    every = AdaptivePruning(AdaptiveSettings(total_rounds=10, local_steps=5), [DeviceProfile(TM)])
+    every = AdaptivePruning(AdaptiveSettings(total_rounds=10, local_steps=5))
     assert all(every.track_importance(r) for r in range(10))
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from prunefl.errors import ConfigError
-from prunefl.fl.messages import (
+from prunefl.metrics import (
     K_BYTES_DOWN,
     K_BYTES_UP,
     K_DENSITY,
@@ -142,14 +142,14 @@ def test_plot_comparison_bad_arguments_raise_value_error(
 
 
 def test_method_colours_follow_paper_and_cycle_unknown_methods() -> None:
-    # Prepare: the paper's five, an alias, and two extensions (one repeated)
-    methods = ["conventional", "fedavg", "prunefl", "snip", "online", "iterative", "synflow", "feddst", "synflow"]
+    # Prepare: registered methods, and two unregistered ones (one repeated)
+    methods = ["fedavg", "prunefl", "mine", "other", "mine"]
 
     # Execute
     colours = method_colours(methods)
 
     # Assert
-    assert colours == ["C0", "C0", "C1", "C2", "C3", "C4", "C5", "C6", "C5"]
+    assert colours == ["C0", "C1", "tab:olive", "tab:cyan", "tab:olive"]
 
 
 @pytest.mark.parametrize(

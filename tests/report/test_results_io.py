@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from prunefl.errors import DataError, PruneFLError
-from prunefl.fl.messages import K_DENSITY, K_METHOD, K_ROUND, K_SIM_CLOCK_S, K_STAGE, K_TEST_ACCURACY
+from prunefl.metrics import K_DENSITY, K_METHOD, K_ROUND, K_SIM_CLOCK_S, K_STAGE, K_TEST_ACCURACY
 from prunefl.report.results_io import (
     RunResults,
     evaluated_rows,

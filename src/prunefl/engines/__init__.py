@@ -1,5 +1,5 @@
 """Engines move messages and keep time; every decision is in the engine-agnostic core."""
 
-from prunefl.engines.simulation import MaskPolicy, SimulationEngine, SimulationSetup
+from prunefl.engines.simulation import SimulationEngine, SimulationSetup
 
-__all__ = ["MaskPolicy", "SimulationEngine", "SimulationSetup"]
+__all__ = ["SimulationEngine", "SimulationSetup"]

@@ -8,54 +8,32 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from prunefl.data.dataset import ArrayDataset
-from prunefl.fl import messages as K
+from prunefl import metrics as K
 from prunefl.fl.batches import BatchStream
 from prunefl.fl.client import ClientState, SwapCache, client_step, load_model_state_
+from prunefl.fl.messages import TrainIns, TrainRes
 from prunefl.fl.evaluate import evaluate
 from prunefl.fl.server import RoundUpdate, Server
 from prunefl.fl.transport import Transport
+from prunefl.pruning.methods.base import AggregateView, ClientView, Decision, Method
+from prunefl.seeds import AUGMENT_STREAM, BATCH_STREAM, CLIENT_HOOK_STREAM, rng
 from prunefl.sparse.masks import apply_masks_, density, kept_counts, layer_densities
 from prunefl.timing.clock import DeviceProfile, charge_client
 
-__all__ = ["SimulationSetup", "SimulationEngine", "MaskPolicy", "BATCH_STREAM", "AUGMENT_STREAM"]
+__all__ = ["SimulationSetup", "SimulationEngine"]
 
 logger = logging.getLogger(__name__)
 
-BATCH_STREAM = 3  # spawn-key tags of the seeded streams the engine owns
-AUGMENT_STREAM = 4
-
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class MaskPolicy(Protocol):
-    """How a method changes masks during FL; FedAvg has none."""
-
-    def upload_importance(self, round: int) -> bool:
-        """Whether clients upload their accumulated importance in ``round``."""
-        ...
-
-    def track_importance(self, round: int) -> bool:
-        """Whether clients accumulate importance in ``round`` (dense weight gradients needed)."""
-        ...
-
-    def after_aggregate(
-        self, round: int, server: Server, update: RoundUpdate, clients: Sequence[int]
-    ) -> dict[str, Any] | None:
-        """Update ``server.masks`` after aggregation; return a record for metrics.jsonl or None."""
-        ...
-
-    def observe(self, row: Mapping[str, Any]) -> None:
-        """See the finished metrics row of a round (e.g. to start on an accuracy trigger)."""
-        ...
 
 
 @dataclass
@@ -74,7 +52,7 @@ class SimulationSetup:
     clock: Literal["model", "measured"] = "model"
     comm: Literal["per_weight", "link"] = "per_weight"
     seed: int = 0
-    policy: MaskPolicy | None = None
+    method: Method = field(default_factory=Method)  # the base class is FedAvg
     start_sim_clock_s: float = 0.0
     transport: Transport = field(default_factory=Transport)
     # break-even density per nn.Linear prunable weight, (without, with) dense weight gradients; empty: masked dense
@@ -89,7 +67,7 @@ class SimulationEngine:
         self.clients = [
             ClientState(
                 client_id=i,
-                batches=BatchStream(part, np.random.default_rng(np.random.SeedSequence(setup.seed, spawn_key=(BATCH_STREAM, i)))),
+                batches=BatchStream(part, rng(setup.seed, BATCH_STREAM, i)),
                 augment_generator=torch.Generator().manual_seed(
                     int(np.random.SeedSequence(setup.seed, spawn_key=(AUGMENT_STREAM, i)).generate_state(1)[0])
                 ),
@@ -109,21 +87,26 @@ class SimulationEngine:
             on_round(row)
 
     def run_round(self, r: int) -> dict[str, Any]:
-        """One FL round: configure, train each selected client, aggregate, maybe reconfigure, evaluate."""
+        """One FL round: configure, train each selected client, aggregate, apply the method's decision, evaluate."""
         s = self.setup
-        server = s.server
-        upload = s.policy.upload_importance(r) if s.policy is not None else False
-        track = s.policy.track_importance(r) if s.policy is not None else False
+        server, method = s.server, s.method
+        upload = method.upload_importance(r)
+        track = method.track_importance(r) or upload
         clients, ins = server.configure_train(r, upload_importance=upload, track_importance=track)
         kept = kept_counts(server.masks)
+        previous_state = server.state  # replaced, never modified, by aggregation
         delivery = s.transport.deliver(ins, clients, server.mask_version)
         sparse = self.sparse_layers(ins.importance_mode != "off")
-        replies, charges, bytes_up = [], [], []
+        replies, charges, bytes_up, extras = [], [], [], []
         for cid in clients:
-            res = client_step(s.model, delivery.ins_by_client[cid], self.clients[cid], s.dataset, s.loss_fn,
+            client_ins = delivery.ins_by_client[cid]
+            res = client_step(s.model, client_ins, self.clients[cid], s.dataset, s.loss_fn,
                               sparse_layers=sparse, swap_cache=self.swap_cache, mask_version=server.mask_version)
+            extra = self._client_hook(r, cid, client_ins, res)
             received, n_up = s.transport.collect(res, ins.masks)
+            n_up += sum(int(v.nbytes) for v in (extra or {}).values())  # extra uploads travel beside the weights
             replies.append(received)
+            extras.append(extra)
             bytes_up.append(n_up)
             charges.append(
                 charge_client(s.devices[cid], kept, ins.local_steps, delivery.bytes_by_client[cid], n_up,
@@ -150,24 +133,86 @@ class SimulationEngine:
             K.K_BYTES_DOWN: sum(delivery.bytes_by_client.values()),
             K.K_BYTES_UP: sum(bytes_up),
         }
-        reconfig = s.policy.after_aggregate(r, server, update, clients) if s.policy is not None else None
+        view = AggregateView(
+            round=r,
+            state=server.state,
+            previous_state=previous_state,
+            masks=server.masks,
+            importance=update.importance,
+            clients=clients,
+            devices=s.devices,
+            client_masks=[
+                None if res.masks is None else {k: torch.from_numpy(v) for k, v in res.masks.items()} for res in replies
+            ],
+            extras=extras,
+            lr=ins.lr,
+            evaluate_loss=self._evaluate_loss,
+        )
+        decision = method.after_aggregate(view)
+        self._apply(decision)
         row[K.K_SIM_CLOCK_S] = self.sim_clock_s
         row[K.K_DENSITY] = density(server.masks)
         row[K.K_LAYER_DENSITY] = layer_densities(server.masks)
-        row[K.K_RECONFIG] = reconfig
+        row[K.K_RECONFIG] = decision.record if decision is not None else None
         row[K.K_TEST_ACCURACY] = None
         row[K.K_TEST_LOSS] = None
         if (r + 1) % s.eval_every == 0 or r == s.rounds - 1:
             acc, loss = self.evaluate_global()
             row[K.K_TEST_ACCURACY] = acc
             row[K.K_TEST_LOSS] = loss
-        if s.policy is not None:
-            s.policy.observe(row)
+        method.observe(row)
         logger.info(
             "round %d sim_clock_s=%.1f bytes_up=%d density=%.4f accuracy=%s",
             r, self.sim_clock_s, row[K.K_BYTES_UP], row[K.K_DENSITY], row[K.K_TEST_ACCURACY],
         )
         return row
+
+    def _client_hook(self, r: int, cid: int, ins: TrainIns, res: TrainRes) -> dict[str, np.ndarray] | None:
+        """Run the method's client hook on the trained workspace; fold new masks into the reply; return extras."""
+        s = self.setup
+        client = self.clients[cid]
+        view = ClientView(
+            round=r,
+            client_id=cid,
+            model=s.model,
+            masks={k: torch.from_numpy(np.asarray(v, dtype=np.bool_)) for k, v in ins.masks.items()},
+            importance=client.importance or None,
+            dataset=s.dataset,
+            partition=s.partitions[cid],
+            rng=rng(s.seed, CLIENT_HOOK_STREAM, cid, r),
+        )
+        hook = s.method.client_hook(view)
+        if hook is None:
+            return None
+        if hook.consumed_importance:
+            client.importance = {}
+        if hook.masks is not None:
+            own = {k: v.numpy() for k, v in hook.masks.items()}
+            res.masks = own
+            for k, m in own.items():  # newly pruned weights leave, regrown ones start from 0
+                res.state[k] = res.state[k] * m
+        return hook.extras
+
+    def _apply(self, decision: Decision | None) -> None:
+        """Install a method's decision on the server: state first, since the masks setter may zero pruned values."""
+        if decision is None:
+            return
+        server = self.setup.server
+        if decision.state is not None:
+            server.state = decision.state
+        if decision.masks is not None:
+            server.masks = decision.masks
+
+    def _evaluate_loss(
+        self, state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+    ) -> float:
+        """Loss of ``state`` under ``masks`` on samples ``x``, ``y``, on the engine's workspace."""
+        s = self.setup
+        load_model_state_(s.model, {k: v.numpy() for k, v in state.items()}, {k: v.numpy() for k, v in masks.items()})
+        apply_masks_(s.model)
+        s.model.eval()
+        with torch.no_grad():
+            return float(s.loss_fn(s.model(x), y))
 
     def sparse_layers(self, dense_weight_grad: bool) -> set[str]:
         """Layers whose density is at or below their measured break-even this round (CSR kernel wins there)."""

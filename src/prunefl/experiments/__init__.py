@@ -1,11 +1,11 @@
 """Runs as a researcher sees them: a TOML config in, a self-describing results folder out."""
 
 from prunefl.experiments.config import (
-    METHODS,
     DataConfig,
     FLConfig,
     ModelConfig,
     PruningConfig,
+    ReferenceConfig,
     RunConfig,
     TimingConfig,
     load_config,
@@ -14,11 +14,11 @@ from prunefl.experiments.results import load_checkpoint, save_checkpoint, summar
 from prunefl.experiments.runner import RunResult, run_experiment
 
 __all__ = [
-    "METHODS",
     "DataConfig",
     "FLConfig",
     "ModelConfig",
     "PruningConfig",
+    "ReferenceConfig",
     "RunConfig",
     "RunResult",
     "TimingConfig",

@@ -18,6 +18,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prunefl.errors import ConfigError
+from prunefl.errors import check_setting as _check
+from prunefl.pruning.methods.feddst import FedDSTSettings
+from prunefl.pruning.methods.iterative import IterativeSettings
+from prunefl.pruning.methods.online import OnlineSettings
+from prunefl.pruning.methods.prunefl import PruneFLSettings
+from prunefl.pruning.methods.random import RandomSettings
+from prunefl.pruning.methods.registry import method_names
+from prunefl.pruning.methods.reinit import ReinitSettings
+from prunefl.pruning.methods.snip import SnipSettings
+from prunefl.pruning.methods.synflow import SynFlowSettings
 
 __all__ = [
     "DataConfig",
@@ -31,11 +41,9 @@ __all__ = [
     "config_to_dict",
     "apply_overrides",
     "dump_toml",
-    "METHODS",
+    "ReferenceConfig",
 ]
 
-Method = Literal["fedavg", "prunefl", "prunefl-no-ip", "prunefl-ip-only"]
-METHODS: tuple[str, ...] = typing.get_args(Method)
 
 
 @dataclass(frozen=True)
@@ -254,120 +262,44 @@ class TimingConfig:
 
 
 @dataclass(frozen=True)
-class PruningConfig:
-    """Which method trains, and PruneFL's pruning settings (spec §3). Defaults are the official ones.
+class PruningConfig(PruneFLSettings):
+    """Which method trains (``method``), and PruneFL's settings, documented on :class:`PruneFLSettings`.
 
     Attributes
     ----------
-    method : {"fedavg", "prunefl", "prunefl-no-ip", "prunefl-ip-only"}
-        ``fedavg``: conventional dense FL. ``prunefl``: initial pruning, then adaptive reconfiguration.
-        ``prunefl-no-ip``: adaptive reconfiguration from the dense model. ``prunefl-ip-only``: initial
-        pruning, then the mask stays fixed (default: "fedavg").
-    importance : {"round_sum", "legacy_last_step"}
-        ``round_sum``: N_c·(Σ_k g_k)² per client and round; ``legacy_last_step``: the official code's aliasing
-        artefact 4·N_c·g_K² under PyTorch < 2.0 (spec §3.2, D4) (default: "round_sum").
-    reconfig_interval : int
-        FL rounds between reconfigurations, ΔR (default: 50).
-    reconfig_start : {"round", "accuracy"}
-        First FL reconfiguration at ``first_reconfig_round`` (official), or at the first interval boundary
-        after the test accuracy reached ``reconfig_start_accuracy`` (default: "round").
-    first_reconfig_round : int
-        Round of the first reconfiguration for ``reconfig_start = "round"`` (default: 50).
-    reconfig_start_accuracy : float
-        Test accuracy that starts reconfiguration for ``reconfig_start = "accuracy"`` (default: 0.5).
-    max_decrease : float
-        δ0, the largest fraction of a layer's in-use weights one reconfiguration may remove (default: 0.3).
-    max_decrease_half_life : float
-        Rounds over which δ halves: δ(r) = δ0·0.5^(r/half-life) (spec §3.5) (default: 10000.0).
-    max_density, target_density : float
-        Density cap D(r) annealed linearly from ``max_density`` at round 0 to ``target_density`` at the last
-        round; it limits additions only (spec §3.10). 1.0 and 1.0 mean no cap (default: 1.0, 1.0).
-    legacy_cap_off_by_one : bool
-        Allow ⌊D·|J|⌋ + 1 weights, as the official code does (spec D11) (default: False).
-    importance_window : int
-        0: clients accumulate importance every round (the paper). w > 0: only in the w rounds up to each
-        reconfiguration, so the other rounds need no dense weight gradients (beyond the paper) (default: 0).
-    ip_batches : int
-        Initial pruning uses the selected client's first this many minibatches, fixed (default: 10).
-    ip_lr : float
-        Learning rate of initial pruning; 0 means ``fl.lr`` (the official INIT_LR) (default: 0.0).
-    ip_start_factor : float
-        Initial pruning starts reconfiguring once its training accuracy on its batches reaches
-        ip_start_factor / #classes (ADJ_THR_ACC = 1.5/#classes) (default: 1.5).
-    ip_check_every : int
-        IP rounds between checks of that accuracy (default: 10).
-    ip_interval : int
-        IP rounds between IP reconfigurations (default: 50).
-    ip_max_rounds : int
-        Upper bound on IP rounds (default: 1000).
-    ip_density_tolerance : float
-        A reconfiguration is "stable" when |d/d_prev − 1| is at most this (default: 0.1).
-    ip_stable_reconfigs : int
-        IP stops after this many consecutive stable reconfigurations (default: 5).
-    ip_max_decrease : float
-        δ during initial pruning, constant (default: 0.3).
-    ip_client : int
-        The selected client that runs initial pruning on its own data (default: 0).
-    charge_ip_time : bool
-        Charge the IP client's compute to the simulated clock; the official simulation charged 0 s (spec D2)
-        (default: True).
+    method : str
+        A registered method name (``prunefl methods`` lists them with one line each; the registry is
+        :mod:`prunefl.pruning.methods.registry`). Each method's own settings live in its own table (``[snip]``,
+        ``[feddst]``, …); PruneFL's and its ablations' in this one (default: "fedavg").
     """
 
-    method: Method = "fedavg"
-    importance: Literal["round_sum", "legacy_last_step"] = "round_sum"
-    reconfig_interval: int = 50
-    reconfig_start: Literal["round", "accuracy"] = "round"
-    first_reconfig_round: int = 50
-    reconfig_start_accuracy: float = 0.5
-    max_decrease: float = 0.3
-    max_decrease_half_life: float = 10000.0
-    max_density: float = 1.0
-    target_density: float = 1.0
-    legacy_cap_off_by_one: bool = False
-    importance_window: int = 0
-    ip_batches: int = 10
-    ip_lr: float = 0.0
-    ip_start_factor: float = 1.5
-    ip_check_every: int = 10
-    ip_interval: int = 50
-    ip_max_rounds: int = 1000
-    ip_density_tolerance: float = 0.1
-    ip_stable_reconfigs: int = 5
-    ip_max_decrease: float = 0.3
-    ip_client: int = 0
-    charge_ip_time: bool = True
+    method: str = "fedavg"
 
     def __post_init__(self) -> None:
-        _check(self.reconfig_interval >= 1, "pruning.reconfig_interval", self.reconfig_interval, "must be >= 1")
-        _check(self.first_reconfig_round >= 0, "pruning.first_reconfig_round", self.first_reconfig_round, "must be >= 0")
-        _check(0 < self.reconfig_start_accuracy <= 1, "pruning.reconfig_start_accuracy", self.reconfig_start_accuracy,
-               "must be in (0, 1]")
-        _check(0 <= self.max_decrease <= 1, "pruning.max_decrease", self.max_decrease, "must be in [0, 1]")
-        _check(self.max_decrease_half_life > 0, "pruning.max_decrease_half_life", self.max_decrease_half_life, "must be > 0")
-        _check(0 < self.max_density <= 1, "pruning.max_density", self.max_density, "must be in (0, 1]")
-        _check(0 < self.target_density <= 1, "pruning.target_density", self.target_density, "must be in (0, 1]")
-        _check(self.target_density <= self.max_density, "pruning.target_density", self.target_density,
-               f"must be <= pruning.max_density ({self.max_density})")
-        _check(self.importance_window >= 0, "pruning.importance_window", self.importance_window,
-               "must be >= 0 (0 = every round)")
-        _check(self.ip_batches >= 1, "pruning.ip_batches", self.ip_batches, "must be >= 1")
-        _check(self.ip_lr >= 0, "pruning.ip_lr", self.ip_lr, "must be >= 0 (0 = fl.lr)")
-        _check(self.ip_start_factor >= 0, "pruning.ip_start_factor", self.ip_start_factor, "must be >= 0")
-        _check(self.ip_check_every >= 1, "pruning.ip_check_every", self.ip_check_every, "must be >= 1")
-        _check(self.ip_interval >= 1, "pruning.ip_interval", self.ip_interval, "must be >= 1")
-        _check(self.ip_max_rounds >= 1, "pruning.ip_max_rounds", self.ip_max_rounds, "must be >= 1")
-        _check(self.ip_density_tolerance >= 0, "pruning.ip_density_tolerance", self.ip_density_tolerance, "must be >= 0")
-        _check(self.ip_stable_reconfigs >= 1, "pruning.ip_stable_reconfigs", self.ip_stable_reconfigs, "must be >= 1")
-        _check(0 <= self.ip_max_decrease <= 1, "pruning.ip_max_decrease", self.ip_max_decrease, "must be in [0, 1]")
-        _check(self.ip_client >= 0, "pruning.ip_client", self.ip_client, "must be >= 0")
+        super().__post_init__()
+        names = method_names()
+        _check(self.method in names, "pruning.method", self.method, f"must be one of {', '.join(names)}")
 
-    @property
-    def uses_initial_pruning(self) -> bool:
-        return self.method in ("prunefl", "prunefl-ip-only")
 
-    @property
-    def adapts_during_fl(self) -> bool:
-        return self.method in ("prunefl", "prunefl-no-ip")
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """Where methods that need a reference run (SNIP, iterative, random, SynFlow, FedDST, reinit) take it from.
+
+    In ``prunefl compare`` the PruneFL run of the same comparison and seed is the reference unless these are set.
+
+    Attributes
+    ----------
+    run_dir : str
+        A finished PruneFL run folder: its final density and mask, and its initial weights (default: "").
+    density : float
+        A target density in (0, 1] that overrides the reference run's; 0 means take it from the run (default: 0.0).
+    """
+
+    run_dir: str = ""
+    density: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.density <= 1, "reference.density", self.density, "must be in (0, 1], or 0 to take the run's")
 
 
 @dataclass(frozen=True)
@@ -392,6 +324,14 @@ class RunConfig:
     fl: FLConfig = field(default_factory=FLConfig)
     timing: TimingConfig = field(default_factory=TimingConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    snip: SnipSettings = field(default_factory=SnipSettings)
+    synflow: SynFlowSettings = field(default_factory=SynFlowSettings)
+    iterative: IterativeSettings = field(default_factory=IterativeSettings)
+    online: OnlineSettings = field(default_factory=OnlineSettings)
+    random: RandomSettings = field(default_factory=RandomSettings)
+    feddst: FedDSTSettings = field(default_factory=FedDSTSettings)
+    reinit: ReinitSettings = field(default_factory=ReinitSettings)
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", self.threads, "must be >= 0 (0 = PyTorch default)")
@@ -423,6 +363,14 @@ _SECTIONS: dict[str, type] = {
     "fl": FLConfig,
     "timing": TimingConfig,
     "pruning": PruningConfig,
+    "reference": ReferenceConfig,
+    "snip": SnipSettings,
+    "synflow": SynFlowSettings,
+    "iterative": IterativeSettings,
+    "online": OnlineSettings,
+    "random": RandomSettings,
+    "feddst": FedDSTSettings,
+    "reinit": ReinitSettings,
 }
 
 
@@ -538,11 +486,6 @@ def dump_toml(config: RunConfig) -> str:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _check(ok: bool, key: str, value: Any, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} {rule}, got {value!r}")
 
 
 def _resolve_key(key: str) -> tuple[str | None, str]:

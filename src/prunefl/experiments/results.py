@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from prunefl.errors import CheckpointError, ConfigError
 from prunefl.experiments.config import RunConfig, config_from_dict, dump_toml
-from prunefl.fl import messages as K
+from prunefl import metrics as K
 
 __all__ = ["ResultsWriter", "summarize", "save_checkpoint", "load_checkpoint", "new_run_dir"]
 

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["masked_aggregate", "sum_importance"]
+__all__ = ["masked_aggregate", "client_masked_aggregate", "sum_importance"]
 
 
 def masked_aggregate(
@@ -74,6 +74,60 @@ def masked_aggregate(
         else:
             # w + Σ p_i (w_i − w⊙m) = mean + w⊙(1−m): kept coordinates take the mean, pruned ones stay stale
             out[key] = torch.where(mask, mean.to(current.dtype), current)
+    return out
+
+
+def client_masked_aggregate(
+    global_state: Mapping[str, torch.Tensor],
+    client_states: Sequence[Mapping[str, np.ndarray]],
+    client_masks: Sequence[Mapping[str, np.ndarray]],
+    num_examples: Sequence[int],
+    regrow_init: Literal["stale", "zero"] = "stale",
+) -> dict[str, torch.Tensor]:
+    """Aggregate client states trained under each client's own masks (FedDST's sparse weighted average).
+
+    Each coordinate of a masked entry is the N_i-weighted mean over the clients whose mask keeps it,
+    Σ_i N_i m_i w_i / Σ_i N_i m_i; a coordinate no client keeps stays stale (or 0 under ``regrow_init = "zero"``).
+    Unmasked entries are the plain weighted mean; ``num_batches_tracked`` is left untouched.
+
+    Parameters
+    ----------
+    global_state : Mapping[str, torch.Tensor]
+        Current server state. Not modified.
+    client_states : Sequence[Mapping[str, numpy.ndarray]]
+        One trained state per client; pruned coordinates (under that client's mask) are 0.
+    client_masks : Sequence[Mapping[str, numpy.ndarray]]
+        Each client's bool masks, keyed like the server's masks.
+    num_examples : Sequence[int]
+        The weights N_i.
+    regrow_init : {"stale", "zero"}
+        What coordinates no client keeps hold afterwards (default: "stale").
+
+    Examples
+    --------
+    >>> g = {"w": torch.tensor([5.0, 7.0, 9.0])}
+    >>> c = [{"w": np.array([1.0, 4.0, 0.0], np.float32)}, {"w": np.array([3.0, 0.0, 0.0], np.float32)}]
+    >>> m = [{"w": np.array([True, True, False])}, {"w": np.array([True, False, False])}]
+    >>> client_masked_aggregate(g, c, m, [1, 1])["w"].tolist()
+    [2.0, 4.0, 9.0]
+    """
+    weights = torch.tensor([float(n) for n in num_examples], dtype=torch.float64)
+    weights = weights / weights.sum()
+    masked = set(client_masks[0]) if client_masks else set()
+    out: dict[str, torch.Tensor] = {}
+    for key, current in global_state.items():
+        if key.endswith("num_batches_tracked") or not torch.is_floating_point(current):
+            out[key] = current.clone()
+            continue
+        stacked = torch.stack([torch.from_numpy(np.asarray(s[key])) for s in client_states]).to(torch.float64)
+        if key not in masked:
+            out[key] = torch.tensordot(weights, stacked, dims=1).to(current.dtype)
+            continue
+        kept = torch.stack([torch.from_numpy(np.asarray(m[key], dtype=np.bool_)) for m in client_masks])
+        share = torch.tensordot(weights, kept.to(torch.float64), dims=1)  # Σ_i p_i m_i, per coordinate
+        total = torch.tensordot(weights, stacked * kept, dims=1)  # Σ_i p_i m_i w_i
+        fallback = torch.zeros_like(current) if regrow_init == "zero" else current
+        out[key] = torch.where(share > 0, (total / share.clamp_min(1e-300)).to(current.dtype), fallback)
     return out
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from prunefl.seeds import SELECTION_STREAM
+
 __all__ = ["select_clients", "SELECTION_STREAM"]
 
-SELECTION_STREAM = 1  # spawn-key tag that separates the selection stream from other seeded streams
 
 
 def select_clients(num_clients: int, per_round: int, seed: int, round: int) -> list[int]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from prunefl.errors import InconsistentRepliesError
-from prunefl.fl.aggregate import masked_aggregate, sum_importance
+from prunefl.fl.aggregate import client_masked_aggregate, masked_aggregate, sum_importance
 from prunefl.fl.lr_schedule import learning_rate
 from prunefl.fl.messages import TrainIns, TrainRes
 from prunefl.fl.selection import select_clients
@@ -117,9 +117,12 @@ class Server:
             The global state is left unchanged.
         """
         _check_replies(ins, replies)
-        new_state = masked_aggregate(
-            self.state, self.masks, [r.state for r in replies], [r.num_examples for r in replies], self.settings.regrow_init
-        )
+        states, counts = [r.state for r in replies], [r.num_examples for r in replies]
+        if any(r.masks is not None for r in replies):  # clients changed their own masks (FedDST)
+            own = [r.masks if r.masks is not None else ins.masks for r in replies]
+            new_state = client_masked_aggregate(self.state, states, own, counts, self.settings.regrow_init)
+        else:
+            new_state = masked_aggregate(self.state, self.masks, states, counts, self.settings.regrow_init)
         bad = [k for k, v in new_state.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
         if bad:
             raise InconsistentRepliesError(
@@ -147,6 +150,13 @@ def _check_replies(ins: TrainIns, replies: Sequence[TrainRes]) -> None:
             raise InconsistentRepliesError(
                 f"client {r.client_id} state keys differ from the server's in round {ins.round}: "
                 f"missing {missing}, unexpected {extra}; the round is not aggregated"
+            )
+        if r.masks is not None and (set(r.masks) != set(ins.masks) or any(
+            np.shape(m) != np.shape(ins.masks[k]) for k, m in r.masks.items()
+        )):
+            raise InconsistentRepliesError(
+                f"client {r.client_id} sent masks for {sorted(r.masks)} in round {ins.round}; expected masks of the "
+                f"server's shapes for {sorted(ins.masks)}"
             )
         for k, v in r.state.items():
             if np.shape(v) != np.shape(ins.state[k]):

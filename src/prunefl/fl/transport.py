@@ -77,7 +77,10 @@ class Transport:
         return Delivery(ins_by_client, bytes_by_client)
 
     def collect(self, res: TrainRes, masks: Mapping[str, np.ndarray]) -> tuple[TrainRes, int]:
-        """Encode a client's reply, and return it as the server decodes it, with its size in bytes."""
+        """Encode a client's reply, and return it as the server decodes it, with its size in bytes.
+
+        A reply with its own ``masks`` (FedDST) carries them; the server decodes them from the message.
+        """
         s = self.settings
         data = encode_train_res(
             res,

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import torch
 
-from prunefl.fl import messages as K
-from prunefl.fl.server import RoundUpdate, Server
+from prunefl import metrics as K
+from prunefl.pruning.methods.base import AggregateView, Decision
 from prunefl.pruning.reconfigure import Reconfiguration, reconfigure
 from prunefl.pruning.schedules import density_cap, max_decrease
 from prunefl.timing.clock import DeviceProfile
@@ -48,21 +48,21 @@ class AdaptiveSettings:
 class AdaptivePruning:
     """Reconfigures the server's masks every interval, on the freshly aggregated weights (spec §3.1).
 
+    The objective's round time is that of the slowest selected client at the current mask: the round lasts as
+    long as that client, and its linear model is what one more kept weight costs the round (a max of linear
+    models is not linear; the slowest one is its local slope).
+
     Parameters
     ----------
     settings : AdaptiveSettings
         The schedule.
-    devices : Sequence[DeviceProfile]
-        Every client's device. The objective's round time is that of the slowest selected client at the
-        current mask: the round lasts as long as that client, and its linear model is what one more kept weight
-        costs the round (a max of linear models is not linear; the slowest one is its local slope).
     """
 
-    def __init__(self, settings: AdaptiveSettings, devices: Sequence[DeviceProfile]) -> None:
+    def __init__(self, settings: AdaptiveSettings) -> None:
         self.settings = settings
-        self.devices = list(devices)
         self._start: int | None = settings.first_reconfig_round if settings.reconfig_start == "round" else None
-        self.history: list[Reconfiguration] = []
+        self.history: list[Reconfiguration] = []  # this process's reconfigurations (a resumed run starts empty)
+        self.n_reconfigurations = 0  # all of the run's, resumed ones included
 
     def upload_importance(self, round: int) -> bool:
         """True in reconfiguration rounds, when clients send the importance they accumulated."""
@@ -89,41 +89,40 @@ class AdaptivePruning:
         next_reconfig = self._start + -(-(round - self._start) // interval) * interval
         return round > next_reconfig - w
 
-    def after_aggregate(
-        self, round: int, server: Server, update: RoundUpdate, clients: Sequence[int]
-    ) -> dict[str, Any] | None:
-        """In a reconfiguration round, replace ``server.masks`` by the reconfigured masks; return the record.
+    def after_aggregate(self, view: AggregateView) -> Decision | None:
+        """In a reconfiguration round, return the reconfigured masks and their metrics record.
 
-        Modifies ``server.masks`` (the server then zeroes pruned coordinates under ``regrow_init = "zero"``).
+        The server then zeroes pruned coordinates itself under ``regrow_init = "zero"``.
         """
+        round = view.round
         if not self.upload_importance(round):
             return None
-        if update.importance is None:
+        if view.importance is None:
             raise RuntimeError(f"round {round} is a reconfiguration round but no client uploaded importance")
         s = self.settings
-        tm = objective_time_model([self.devices[c] for c in clients], server.masks, s.local_steps, s.comm)
-        weights = {name: server.state[name] for name in server.masks}
-        importance = {name: update.importance[name] for name in server.masks}
+        tm = objective_time_model([view.devices[c] for c in view.clients], view.masks, s.local_steps, s.comm)
+        weights = {name: view.state[name] for name in view.masks}
+        importance = {name: view.importance[name] for name in view.masks}
         cap = density_cap(round, s.max_density, s.target_density, s.total_rounds)
         rec = reconfigure(
             weights,
-            server.masks,
+            view.masks,
             importance,
             tm,
             s.local_steps,
             max_decrease(round, s.max_decrease, s.max_decrease_half_life),
             density_cap=cap,
-            fixed_importance=fixed_importance(update.importance, server.masks),
+            fixed_importance=fixed_importance(view.importance, view.masks),
             legacy_cap_off_by_one=s.legacy_cap_off_by_one,
         )
-        server.masks = rec.masks  # the server zeroes pruned coordinates itself under regrow_init = "zero"
         self.history.append(rec)
+        self.n_reconfigurations += 1
         logger.info(
             "reconfiguration at round %d: density %.4f -> %.4f, removed %d, added %d, objective %.4g -> %.4g",
             round, rec.density_before, rec.density_after, sum(rec.removed.values()), sum(rec.added.values()),
             rec.objective_before, rec.objective_after,
         )
-        return reconfig_record(rec)
+        return Decision(masks=rec.masks, record=reconfig_record(rec))
 
     def observe(self, row: Mapping[str, Any]) -> None:
         """See a finished metrics row; starts the schedule once the accuracy trigger is met."""
@@ -135,6 +134,15 @@ class AdaptivePruning:
             self._start = -(-r // s.reconfig_interval) * s.reconfig_interval
             logger.info("accuracy %.4f reached at round %d: first reconfiguration at round %d", acc, r - 1, self._start)
 
+
+    def state_dict(self) -> dict[str, Any]:
+        """The schedule's position: the first reconfiguration round once known, and how many were done."""
+        return {"start": self._start, "reconfigurations": self.n_reconfigurations}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; past reconfigurations' records are in metrics.jsonl, only their count returns."""
+        self._start = None if state["start"] is None else int(state["start"])
+        self.n_reconfigurations = int(state["reconfigurations"])
 
 def objective_time_model(
     devices: Sequence[DeviceProfile],

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from prunefl.fl.messages import (
+from prunefl.metrics import (
     K_BEST_ACCURACY,
     K_BYTES_DOWN,
     K_BYTES_UP,
@@ -31,6 +31,7 @@ from prunefl.fl.messages import (
     K_TARGETS,
     K_WALL_S,
 )
+from prunefl.pruning.methods import all_specs
 from prunefl.report.plots import (
     ACCURACY_VS_ROUND,
     ACCURACY_VS_TIME,
@@ -59,15 +60,11 @@ from prunefl.report.results_io import (
     load_run,
 )
 
-__all__ = ["REPORT_FILE", "write_report", "write_comparison_report", "format_summary_table"]
+__all__ = ["REPORT_FILE", "write_report", "write_comparison_report", "format_summary_table", "format_targets_table"]
 
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "report.md"
-BASELINE_METHODS = ("fedavg", "conventional")  # speed-ups are measured against the first run of one of these
-
-# Methods not in the official code; spec §8 asks every report to label them as extensions.
-_EXTENSIONS = {"synflow": "SynFlow", "feddst": "FedDST"}
 # Settings that identify a run (field paths of experiments/config.py), shown first; the rest is folded away.
 _KEY_CONFIG = (
     "name", "seed", "data.dataset", "data.partition", "data.num_clients", "model.name", "fl.rounds",
@@ -392,7 +389,8 @@ def _comparison_report_lines(runs: list[RunResults], labels: list[str], out_dir:
             for label, run in zip(labels, runs, strict=True)
         ],
     )
-    baseline = next((i for i, run in enumerate(runs) if run.method.lower() in BASELINE_METHODS), None)
+    baselines = {spec.name for spec in all_specs() if spec.baseline}  # speed-ups are against the first of these
+    baseline = next((i for i, run in enumerate(runs) if run.method.lower() in baselines), None)
     targets = sorted({float(t[K_TARGET_ACCURACY]) for run in runs for t in run.summary.get(K_TARGETS) or []})
     if targets:
         yield "## Time to target accuracy"
@@ -537,8 +535,12 @@ def _toml_value(value: Any) -> str:
 
 
 def _extension_note(method: str) -> str:
-    name = _EXTENSIONS.get(method.lower())
-    return f" (extension, not in the official PruneFL code: {name})" if name else ""
+    """Spec §8: every report labels methods that are not in the official code, and prints a method's caveat."""
+    spec = next((s for s in all_specs() if s.name == method.lower()), None)
+    if spec is None:
+        return ""
+    note = f" (extension, not in the official PruneFL code: {spec.display_name})" if spec.extension else ""
+    return note + (f" — {spec.warning}" if spec.warning else "")
 
 
 def _sum_or_none(*values: int | None) -> int | None:

@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
 from prunefl.errors import ConfigError
-from prunefl.fl.messages import (
+from prunefl.pruning.methods import all_specs
+from prunefl.metrics import (
     K_BYTES_DOWN,
     K_BYTES_UP,
     K_DENSITY,
@@ -37,7 +38,6 @@ from prunefl.report.results_io import RunLike, RunResults, evaluated_rows, ip_ro
 
 __all__ = [
     "PlotStyle",
-    "METHOD_COLOURS",
     "PLOTS_DIR",
     "ACCURACY_VS_TIME",
     "ACCURACY_VS_ROUND",
@@ -60,15 +60,7 @@ DENSITY_VS_TIME = "density_vs_time.png"
 BYTES_VS_ROUND = "bytes_vs_round.png"
 
 # Training and size plots of the paper (spec §11.5): tab10 colours C0..C4.
-METHOD_COLOURS: dict[str, str] = {
-    "fedavg": "C0",
-    "conventional": "C0",
-    "prunefl": "C1",
-    "snip": "C2",
-    "online": "C3",
-    "iterative": "C4",
-}
-_FALLBACK_COLOURS = ("C5", "C6", "C7", "C8", "C9")  # unused by the paper, so an extra method never looks like one
+_FALLBACK_COLOURS = ("tab:olive", "tab:cyan", "black", "dimgray", "gold")  # an unregistered method looks like none
 _LINESTYLES = ("-", "--", ":", "-.")  # repeated methods (several seeds) share a colour and differ by style
 _TICK_HEIGHT = 0.04  # reconfiguration ticks, as a fraction of the axes height
 _MAX_LAYER_LEGEND = 10  # more per-layer lines than this get one legend entry instead of one each
@@ -218,7 +210,7 @@ def plot_comparison(
     """Overlay several runs: accuracy against simulated time and round, and density against simulated time.
 
     Writes ``accuracy_vs_time.png``, ``accuracy_vs_round.png`` and ``density_vs_time.png`` into ``out_dir``
-    (created if needed, files overwritten). Each method has its paper colour (:data:`METHOD_COLOURS`); runs
+    (created if needed, files overwritten). Each method has its registered colour (the paper's for the official methods); runs
     of the same method differ by line style. The union of the summaries' target accuracies is drawn as dotted
     horizontal lines.
 
@@ -302,14 +294,15 @@ def plot_comparison(
 
 
 def method_colours(methods: Sequence[str]) -> list[str]:
-    """Give each run its colour: the paper's colour for a known method, otherwise C5..C9 in turn.
+    """Give each run its colour: its registered colour (the paper's for the official methods), otherwise the
+    fallback colours in turn.
 
     An unknown method keeps the colour it was first given, so repeated runs of it match.
 
-    >>> method_colours(["prunefl", "FedAvg", "synflow", "snip", "feddst", "synflow"])
-    ['C1', 'C0', 'C5', 'C2', 'C6', 'C5']
+    >>> method_colours(["prunefl", "FedAvg", "mine", "other", "mine"])
+    ['C1', 'C0', 'tab:olive', 'tab:cyan', 'tab:olive']
     """
-    assigned = dict(METHOD_COLOURS)
+    assigned = {spec.name: spec.colour for spec in all_specs() if spec.colour}
     n_unknown = 0
     colours = []
     for method in methods:

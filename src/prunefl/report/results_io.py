@@ -1,7 +1,7 @@
 """Reading a run's results folder (metrics.jsonl, summary.json, config.toml) into plain Python objects.
 
 Every file is validated here, once; the plotting and Markdown modules trust what these functions return.
-Metric and summary keys are the ``K_*`` constants of :mod:`prunefl.fl.messages`.
+Metric and summary keys are the ``K_*`` constants of :mod:`prunefl.metrics`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from prunefl.errors import DataError
-from prunefl.fl.messages import (  # noqa: F401  (re-exported for the other report modules)
+from prunefl.metrics import (  # noqa: F401  (re-exported for the other report modules)
     K_ADDED,
     K_DENSITY,
     K_DENSITY_AFTER,

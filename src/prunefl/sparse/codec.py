@@ -323,7 +323,8 @@ def encode_train_res(
     masks : Mapping[str, numpy.ndarray]
         The masks in force this round (those of the `TrainIns` the client received).
     include_masks : bool
-        Also send the masks (default: False: the server knows them).
+        Also send the masks (default: False: the server knows them). A reply whose ``masks`` is set (the client
+        changed its own masks, FedDST) always sends those instead of ``masks``.
     values_dtype : {"float32", "float16"}
         Wire dtype of kept values (default: "float32"); see `encode_train_ins`.
     importance_dtype : {"float32", "float16"}
@@ -363,6 +364,8 @@ def encode_train_res(
         int(res.importance is not None),
     )
     options = _encode_options(values_dtype, importance_dtype, level, importance_top_fraction)
+    if res.masks is not None:
+        masks, include_masks = res.masks, True
     return _encode(_Kind.TRAIN_RES, scalars, res.state, masks, include_masks, res.importance, options)
 
 
@@ -388,7 +391,8 @@ def decode_train_res(
     Returns
     -------
     TrainRes
-        Fresh writable arrays; pruned coordinates are 0; ``importance`` is None unless the client sent it.
+        Fresh writable arrays; pruned coordinates are 0; ``importance`` is None unless the client sent it;
+        ``masks`` is None unless the message carried masks (the client's own, FedDST).
 
     Raises
     ------
@@ -410,6 +414,7 @@ def decode_train_res(
         train_loss=train_loss,
         compute_wall_s=compute_wall_s,
         importance=msg.importance if has_importance else None,
+        masks=msg.masks if msg.sent_masks else None,
     )
 
 
@@ -906,6 +911,7 @@ class _Decoded:
     state: dict[str, np.ndarray]
     masks: dict[str, np.ndarray]
     importance: dict[str, np.ndarray]
+    sent_masks: bool = False  # some entry carried its own mask (not KNOWN)
 
 
 class _Reader:
@@ -1036,7 +1042,8 @@ def _decode(
         out = np.zeros(e.numel, dtype=imp.dtype.newbyteorder("="))
         out[positions if positions is not None else top] = values  # row-major position order
         importance[e.name] = out.reshape(e.shape)
-    return _Decoded(scalars, state, masks, importance)
+    sent = any(e.mask_code not in (_MaskCode.KNOWN, _MaskCode.DENSE) for e in entries)
+    return _Decoded(scalars, state, masks, importance, sent)
 
 
 def _parse_table(

@@ -12,6 +12,7 @@ from typing import Literal
 
 import numpy as np
 
+from prunefl.seeds import DEVICE_STREAM
 from prunefl.timing.model import TimeModel
 
 __all__ = ["LinkProfile", "DeviceProfile", "ClientCharge", "charge_client", "make_devices"]
@@ -116,7 +117,7 @@ def make_devices(
     if compute_scales:
         scales = np.asarray(compute_scales, dtype=np.float64)
     elif compute_scale_sigma > 0:
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_DEVICE_STREAM,)))
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(DEVICE_STREAM,)))
         scales = rng.lognormal(0.0, compute_scale_sigma, size=num_clients)
     else:
         scales = np.ones(num_clients)
@@ -131,4 +132,3 @@ def make_devices(
     ]
 
 
-_DEVICE_STREAM = 2  # spawn-key tag for device heterogeneity draws
