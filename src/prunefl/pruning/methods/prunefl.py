@@ -88,9 +88,9 @@ class PruneFLSettings:
         δ during initial pruning, constant (default: 0.3).
     ip_client_choice : {"fixed", "balanced"}
         How the selected client is chosen: ``fixed`` takes ``ip_client`` (the official client 0); ``balanced``
-        takes, for each seed's partition, the client whose training labels have the highest entropy (most
-        classes, most evenly held), ties to the lower id, so initial pruning sees every class wherever the
-        split puts them (default: "fixed").
+        takes, for each seed's partition, the client holding the most classes and, among those, the one whose
+        labels have the highest entropy (most evenly held), ties to the lower id — so initial pruning sees every
+        class wherever the split puts them (default: "fixed").
     ip_client : int
         The selected client for ``ip_client_choice = "fixed"`` (default: 0).
     ip_node : {"client", "server"}
@@ -217,12 +217,13 @@ class PruneFL(Method):
 
 
 def choose_ip_client(settings: PruneFLSettings, labels: np.ndarray, partitions: Sequence[np.ndarray]) -> int:
-    """The client that runs initial pruning: ``ip_client``, or the one whose labels have the highest entropy.
+    """The client that runs initial pruning: ``ip_client``, or the one with the most classes, then the most even.
 
     ``labels`` are the training labels, shape ``(n_train,)``; ``partitions`` each client's sample indices.
 
     >>> s = PruneFLSettings(ip_client_choice="balanced")
-    >>> choose_ip_client(s, np.array([0, 0, 1, 1, 2, 3]), [np.array([0, 1]), np.array([2, 3, 4, 5])])
+    >>> labels = np.array([0, 0, 1, 1, 2, 3, 0, 1, 2, 2, 2, 2])
+    >>> choose_ip_client(s, labels, [np.array([0, 2]), np.array([4, 5, 6, 7]), np.array([6, 7, 8, 9, 10, 11])])
     1
     """
     if settings.ip_client_choice == "fixed":
@@ -231,7 +232,10 @@ def choose_ip_client(settings: PruneFLSettings, labels: np.ndarray, partitions: 
     counts = np.stack([np.bincount(labels[p], minlength=n_classes) for p in partitions]).astype(np.float64)
     p = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)  # (n_clients, n_classes)
     entropy = -(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)).sum(axis=1)
-    return int(np.argmax(np.round(entropy, 12)))  # argmax takes the first (lowest id) of equal entropies
+    held = (counts > 0).sum(axis=1)
+    # lexicographic: classes held first (entropy < log(#classes) + 1 never outweighs one more class)
+    key = held * (np.log(n_classes) + 1.0) + np.round(entropy, 12)
+    return int(np.argmax(key))  # argmax takes the first (lowest id) of equal keys
 
 
 def ip_batches(
