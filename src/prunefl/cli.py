@@ -1,4 +1,4 @@
-"""Command-line interface: ``prunefl run | compare | report | profile``.
+"""Command-line interface: ``prunefl run | compare | report | presets | methods | profile``.
 
 Only this module prints, sets up logging handlers and owns the progress bar.
 """
@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run one experiment and write its results folder")
-    run.add_argument("--config", required=True, help="TOML config file, e.g. configs/fmnist-conv2.toml")
+    run.add_argument("--config", required=True,
+                     help="TOML config file or preset name, e.g. fmnist-conv2 (`prunefl presets` lists them)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set fl.rounds=20 or --set rounds=20 (repeatable)")
     run.add_argument("--out", default=None, help="results folder (must not exist or be empty); default runs/<name>-<time>")
@@ -65,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dirs", nargs="+", help="run folders")
     rep.add_argument("--out", default=None, help="folder for the comparison (default: the first run's parent/compare)")
     rep.set_defaults(func=_cmd_report)
+
+    pre = sub.add_parser("presets", help="list the run presets shipped with prunefl (--config NAME), one line each")
+    pre.set_defaults(func=_cmd_presets)
+
+    met = sub.add_parser("methods", help="list the registered methods (pruning.method, --methods), one line each")
+    met.set_defaults(func=_cmd_methods)
 
     add_profile_parser(sub)
     return parser
@@ -145,6 +152,35 @@ def _cmd_report(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         plot_comparison(dirs, out)
         print(f"comparison: {write_comparison_report(dirs, out)}")
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from prunefl.experiments.presets import preset_descriptions
+
+    descriptions = preset_descriptions()
+    width = max(map(len, descriptions), default=0)
+    for name, text in descriptions.items():
+        print(f"{name:<{width}}  {text}")
+    print("\nrun one with: prunefl run --config NAME (a file path works too)")
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from prunefl.pruning.methods import all_specs
+
+    specs = all_specs()  # whatever is registered now (prunefl.pruning.methods.registry)
+    width = max((len(s.name) for s in specs), default=0)
+    indent = " " * (width + 2)
+    for spec in specs:
+        print(f"{spec.name:<{width}}  {spec.display_name}: {spec.description}")
+        needs = ", ".join(sorted(spec.needs))
+        if needs:
+            print(f"{indent}needs from a reference run: {needs}")
+        if spec.extension:
+            print(f"{indent}extension: not in the official PruneFL code")
+        if spec.warning:
+            print(f"{indent}warning: {spec.warning}")
     return 0
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from prunefl.errors import ConfigError
 from prunefl.errors import check_setting as _check
+from prunefl.experiments.presets import resolve_config_file
 from prunefl.pruning.methods.feddst import FedDSTSettings
 from prunefl.pruning.methods.iterative import IterativeSettings
 from prunefl.pruning.methods.online import OnlineSettings
@@ -377,10 +378,14 @@ _SECTIONS: dict[str, type] = {
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a TOML file (or start from defaults when ``path`` is None) and apply ``key=value`` overrides.
 
+    ``path`` is a file, or the name of a preset shipped with the package (``"fmnist-conv2"``; ``prunefl presets``
+    lists them); an existing file wins over a preset of the same name.
+
     Raises
     ------
     ConfigError
-        Missing or unparsable file, unknown section or key, wrong type, value out of range.
+        Missing or unparsable file (neither a file nor a preset), unknown section or key, wrong type, value out of
+        range.
 
     Examples
     --------
@@ -389,9 +394,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
     """
     raw: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist (expected a TOML file, e.g. configs/fmnist-conv2.toml)")
+        p = resolve_config_file(path)  # an existing file, else a packaged preset name such as "fmnist-conv2"
         try:
             raw = tomllib.loads(p.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
