@@ -14,10 +14,14 @@ from typing import Any, Literal
 from prunefl.errors import ConfigError
 from prunefl.pruning.methods.base import Method, MethodContext, ReferenceRun
 
-__all__ = ["MethodSpec", "Need", "get_spec", "method_names", "build_method", "all_specs"]
+__all__ = ["MethodSpec", "Need", "REFERENCE_METHOD", "get_spec", "method_names", "build_method", "all_specs"]
 
 Need = Literal["density", "mask", "init"]
 Factory = Callable[[Any, MethodContext, ReferenceRun | None], Method]
+
+# In a comparison (``prunefl compare``), methods that need a reference take this method's run of their seed
+# (spec §8: the official baselines read PruneFL's saved models).
+REFERENCE_METHOD = "prunefl"
 
 # One module per method (or family of variants), in the order reports list them.
 _MODULES = (
@@ -63,6 +67,9 @@ class MethodSpec:
         Matplotlib colour of its curves (the paper's colours for the official methods) (default: "").
     initial_pruning : bool
         Runs initial pruning, so reports show its time charged and not charged (default: False).
+    lottery : bool
+        Belongs in the lottery-ticket figure beside the baseline (spec §11.5: reinit, random reinit, SNIP)
+        (default: False).
     """
 
     name: str
@@ -76,6 +83,7 @@ class MethodSpec:
     baseline: bool = False
     colour: str = ""
     initial_pruning: bool = False
+    lottery: bool = False
 
 
 def all_specs() -> list[MethodSpec]:
