@@ -57,6 +57,7 @@ class SimulationSetup:
     transport: Transport = field(default_factory=Transport)
     # break-even density per nn.Linear prunable weight, (without, with) dense weight gradients; empty: masked dense
     break_even: dict[str, tuple[float, float]] = field(default_factory=dict)
+    momentum: float = 0.0  # clients' SGD momentum (fl.momentum); > 0 trains every layer masked dense
 
 
 class SimulationEngine:
@@ -71,9 +72,13 @@ class SimulationEngine:
                 augment_generator=torch.Generator().manual_seed(
                     int(np.random.SeedSequence(setup.seed, spawn_key=(AUGMENT_STREAM, i)).generate_state(1)[0])
                 ),
+                momentum=setup.momentum,
             )
             for i, part in enumerate(setup.partitions)
         ]
+        if setup.momentum > 0 and setup.break_even:
+            logger.warning("fl.momentum=%g: every layer trains masked dense; the CSR kernels (fl.kernels=auto) stay "
+                           "unused, since momentum buffers need the dense parameter shapes", setup.momentum)
         self.sim_clock_s = setup.start_sim_clock_s
         self.swap_cache = SwapCache()
 
@@ -216,6 +221,8 @@ class SimulationEngine:
 
     def sparse_layers(self, dense_weight_grad: bool) -> set[str]:
         """Layers whose density is at or below their measured break-even this round (CSR kernel wins there)."""
+        if self.setup.momentum > 0:
+            return set()  # clients with momentum train masked dense (prunefl.fl.client.client_step)
         masks = self.setup.server.masks
         chosen = set()
         for name, (without, with_dw) in self.setup.break_even.items():

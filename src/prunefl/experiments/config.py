@@ -138,7 +138,10 @@ class FLConfig:
     lr_step_gamma : float
         Factor of the ``step`` schedule (default: 0.933033, i.e. 0.5^0.1).
     momentum : float
-        SGD momentum; the paper uses plain SGD (default: 0.0).
+        SGD momentum μ in [0, 1) of the clients' local steps; the paper uses plain SGD. Each client keeps its own
+        buffers from round to round, restarts them when the server's mask changed since its last round, and holds
+        none at pruned coordinates. With μ > 0 every layer trains masked dense: ``kernels = "auto"`` swaps no
+        layer to the CSR kernel (:func:`prunefl.fl.client.client_step`) (default: 0.0).
     loss : {"cross_entropy", "bce_onehot"}
         ``bce_onehot`` is BCE-with-logits on one-hot targets, as the official code uses for FEMNIST and
         CIFAR-10 (spec D10) (default: "cross_entropy").

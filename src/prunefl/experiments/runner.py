@@ -172,6 +172,7 @@ def build_simulation(config: RunConfig, dataset: ArrayDataset, method: Method | 
                                          t.wire_importance_top_fraction)),
         break_even=break_even,
         method=method,
+        momentum=f.momentum,
     )
 
 

@@ -35,12 +35,35 @@ class SwapCache:
 
 @dataclass
 class ClientState:
-    """What a client keeps between rounds: its data stream and importance accumulated since the last upload."""
+    """What a client keeps between rounds: its data stream, importance since the last upload, momentum buffers.
+
+    Attributes
+    ----------
+    client_id : int
+        The client's index.
+    batches : BatchStream
+        Its minibatch index stream.
+    augment_generator : torch.Generator
+        Draws its augmentation.
+    importance : dict of str to torch.Tensor
+        Importance accumulated since the last upload, keyed by parameter name (default: empty).
+    momentum : float
+        SGD momentum μ of this client's local steps, in [0, 1): a client-side setting (``fl.momentum``), not
+        part of the round's instructions; 0 is plain SGD (default: 0.0).
+    momentum_buffers : dict of str to torch.Tensor
+        SGD momentum buffer of every trained parameter, keyed by parameter name, carried from round to round;
+        empty when ``momentum`` is 0 or before the first round under the current masks (default: empty).
+    momentum_mask_version : int or None
+        The server mask version ``momentum_buffers`` were accumulated under (default: None).
+    """
 
     client_id: int
     batches: BatchStream
     augment_generator: torch.Generator
     importance: dict[str, torch.Tensor] = field(default_factory=dict)
+    momentum: float = 0.0
+    momentum_buffers: dict[str, torch.Tensor] = field(default_factory=dict)
+    momentum_mask_version: int | None = None
 
 
 def client_step(
@@ -55,8 +78,8 @@ def client_step(
 ) -> TrainRes:
     """Train ``model`` locally for one round and return the reply.
 
-    Modifies ``model`` in place (it is a workspace: its state is overwritten with ``ins.state``) and
-    ``client.importance`` (accumulated, and reset after an upload).
+    Modifies ``model`` in place (it is a workspace: its state is overwritten with ``ins.state``),
+    ``client.importance`` (accumulated, and reset after an upload) and, with momentum, ``client.momentum_buffers``.
 
     Each step computes the dense gradient at the masked weights, so pruned coordinates get a gradient too
     (PruneFL needs it for importance); only the update is masked, then pruned coordinates are re-zeroed.
@@ -71,7 +94,21 @@ def client_step(
     last swap handle (updated here), whose index buffers are reused where a mask did not change; with the server's
     ``mask_version`` (equal versions mean equal masks) an unchanged version skips the check. The reply is the
     same as with masked dense kernels up to float rounding.
+
+    With ``client.momentum`` μ > 0 the local steps are SGD with momentum (PyTorch's: b ← μ·b + g, w ← w − η·b,
+    the first step b = g) and the client keeps its buffers ``b`` from round to round. They start afresh when the
+    server's ``mask_version`` differs from the one they were built under (or is None): official SNIP clears the
+    client optimiser state when it sets the mask, and regrown coordinates must not restart with momentum. Pruned
+    coordinates carry no momentum: their gradient is masked before the step and the buffers are masked when
+    loaded. Momentum needs the dense parameter shapes, so with μ > 0 ``sparse_layers`` is ignored and every layer
+    trains masked dense. μ = 0 is plain SGD, bit for bit.
     """
+    momentum = client.momentum > 0
+    if momentum:
+        sparse_layers = ()  # a CSR swap replaces a weight by its kept values: the buffers' shapes would not match
+        if mask_version is None or client.momentum_mask_version != mask_version:
+            client.momentum_buffers = {}
+        client.momentum_mask_version = mask_version
     load_model_state_(model, ins.state, ins.masks)
     partial = {name for name, m in ins.masks.items() if not np.all(m)}  # layers where masking changes anything
     # Swapped layers drop their pruned coordinates at the swap and get zeros there at the write-back.
@@ -93,7 +130,10 @@ def client_step(
     deferred = set(swap.sparse) if swap is not None and ins.importance_mode == "round_sum" else set()
     stepwise = [n for n in names if n not in deferred]  # parameters whose gradients are summed after every step
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=ins.lr)
+    if momentum:
+        optimizer = _momentum_sgd(model, names, client, ins.masks, partial, ins.lr)
+    else:
+        optimizer = torch.optim.SGD(params, lr=ins.lr)
     sums = {n: torch.zeros(_shape_of(model, n, swap)) for n in stepwise} if tracking else {}
     stepwise_sum = list(sums.values())
     loss_sum = torch.zeros((), dtype=torch.float64)
@@ -131,6 +171,8 @@ def client_step(
     if swap is not None:
         swap.set_record_inputs(False)
         swap.restore_()  # kept values back into the dense weights, pruned coordinates 0
+    if momentum:
+        client.momentum_buffers = _momentum_buffers(model, names, optimizer)
     compute_wall_s = time.perf_counter() - start
     num_examples = ins.local_steps * ins.batch_size
     if tracking:
@@ -170,6 +212,41 @@ def _accumulate_importance(
         client.importance = {n: torch.zeros_like(g, dtype=torch.float32) for n, g in zip(names, grad_sum)}
     acc = [client.importance[n] for n in names]
     torch._foreach_add_(acc, grad_sum, alpha=float(num_examples))  # += N_c·(Σ_k g)²
+
+
+def _momentum_sgd(
+    model: nn.Module,
+    names: list[str],
+    client: ClientState,
+    masks: dict[str, np.ndarray],
+    partial: set[str],
+    lr: float,
+) -> torch.optim.SGD:
+    """SGD with the client's momentum, its buffers loaded from ``client.momentum_buffers`` and masked.
+
+    Modifies the stored buffers in place (pruned coordinates set to 0); a parameter without a buffer gets one from
+    its first step's gradient, as in :class:`torch.optim.SGD`.
+    """
+    params = [model.get_parameter(n) for n in names]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=client.momentum)
+    for name, parameter in zip(names, params):  # one entry per parameter tensor (~10-60), not per element
+        buffer = client.momentum_buffers.get(name)
+        if buffer is None:
+            continue
+        if name in partial:
+            buffer.mul_(torch.from_numpy(np.asarray(masks[name], dtype=np.bool_)))
+        optimizer.state[parameter]["momentum_buffer"] = buffer
+    return optimizer
+
+
+def _momentum_buffers(model: nn.Module, names: list[str], optimizer: torch.optim.SGD) -> dict[str, torch.Tensor]:
+    """The optimiser's momentum buffers after the round, keyed by parameter name (parameters that stepped)."""
+    out = {}
+    for name in names:
+        buffer = optimizer.state.get(model.get_parameter(name), {}).get("momentum_buffer")
+        if buffer is not None:
+            out[name] = buffer
+    return out
 
 
 def _shape_of(model: nn.Module, name: str, swap: SparseLayers | None) -> torch.Size:
