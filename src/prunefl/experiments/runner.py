@@ -18,6 +18,7 @@ from prunefl import seeds
 from prunefl.data import load_dataset, partition
 from prunefl.data.dataset import ArrayDataset
 from prunefl.engines.simulation import SimulationEngine, SimulationSetup
+from prunefl.errors import ConfigError
 from prunefl.experiments.config import RunConfig
 from prunefl.experiments.reference import resolve_reference
 from prunefl.experiments.results import ResultsWriter, save_checkpoint, summarize
@@ -32,6 +33,7 @@ from prunefl.sparse.backend import SWITCH_MIN_SPEEDUP, measure_break_even
 from prunefl.sparse.masks import attach_masks, prunable_parameters
 from prunefl.timing.clock import LinkProfile, make_devices
 from prunefl.timing.model import TimeModel
+from prunefl.timing.presets import UNIFORM_PRESET
 
 __all__ = [
     "RunResult",
@@ -100,19 +102,47 @@ def build_run_method(config: RunConfig, reference: ReferenceRun | None = None) -
     return build_method(spec.name, settings, context, reference)
 
 
-def build_model_state(config: RunConfig, dataset: ArrayDataset, seed: int) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-    """A freshly initialised model (masks attached, all ones) from ``seed``, and its state without mask buffers."""
+def build_model_state(
+    config: RunConfig, dataset: ArrayDataset, seed: int, model_fn: Callable[[], torch.nn.Module] | None = None
+) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """A freshly initialised model (masks attached, all ones) from ``seed``, and its state without mask buffers.
+
+    ``model_fn`` builds the model instead of ``config.model.name`` (seeded the same way); ``config.model.init``
+    still applies, and its default ``official`` keeps the model as built (default: None).
+    """
     torch.manual_seed(seed)
-    model_options: dict[str, Any] = {"relu": config.model.conv4_relu} if config.model.name == "conv4" else {}
-    model = build_model(config.model.name, dataset.num_classes, dataset.input_shape, **model_options)
+    if model_fn is not None:
+        model = model_fn()
+    else:
+        model_options: dict[str, Any] = {"relu": config.model.conv4_relu} if config.model.name == "conv4" else {}
+        model = build_model(config.model.name, dataset.num_classes, dataset.input_shape, **model_options)
     apply_init_(model, config.model.init)
     masks = attach_masks(model)
     mask_keys = {f"{n}_mask" for n in masks}
     return model, {k: v.detach().clone() for k, v in model.state_dict().items() if k not in mask_keys}
 
 
-def build_simulation(config: RunConfig, dataset: ArrayDataset, method: Method | None = None) -> SimulationSetup:
-    """Assemble data partitions, model, server, devices and clock for the simulation engine."""
+def build_simulation(
+    config: RunConfig,
+    dataset: ArrayDataset,
+    method: Method | None = None,
+    model_fn: Callable[[], torch.nn.Module] | None = None,
+) -> SimulationSetup:
+    """Assemble data partitions, model, server, devices and clock for the simulation engine.
+
+    ``model_fn`` replaces ``config.model.name`` (see :func:`run_experiment`).
+
+    Raises
+    ------
+    ConfigError
+        ``model_fn`` is given with a time-model preset other than ``uniform`` and no profile: the presets' measured
+        constants belong to the paper's models.
+    """
+    if model_fn is not None and not config.timing.profile and config.timing.preset != UNIFORM_PRESET:
+        raise ConfigError(
+            f"timing.preset {config.timing.preset!r} holds measured constants for the paper's models only, not for a "
+            f"model from model_fn; set timing.preset = {UNIFORM_PRESET!r} or a measured timing.profile"
+        )
     seed = config.seed
     method = method if method is not None else build_run_method(config)
     d, f, t = config.data, config.fl, config.timing
@@ -122,7 +152,7 @@ def build_simulation(config: RunConfig, dataset: ArrayDataset, method: Method | 
     elif d.partition == "shards":
         params["shards_per_client"] = d.shards_per_client
     parts = partition(d.partition, dataset, d.num_clients, seed, **params)
-    model, state = build_model_state(config, dataset, seed)
+    model, state = build_model_state(config, dataset, seed, model_fn)
     masks = {n: model.get_buffer(f"{n}_mask") for n, _ in prunable_parameters(model)}
     prunable = [n for n, _ in prunable_parameters(model)]
     time_model = build_time_model(config, prunable)
@@ -221,6 +251,7 @@ def run_experiment(
     dataset: ArrayDataset | None = None,
     plots: bool = True,
     reference: ReferenceRun | None = None,
+    model_fn: Callable[[], torch.nn.Module] | None = None,
 ) -> RunResult:
     """Run ``config`` and write its results folder.
 
@@ -232,13 +263,19 @@ def run_experiment(
 
     ``reference`` is the reference run for methods that need one (``prunefl compare`` passes PruneFL's run of
     the same seed); without it the config's ``[reference]`` table is used.
+
+    ``model_fn`` builds your own model instead of ``config.model.name``: called with no arguments after seeding
+    torch from the run seed, once for the run and again wherever a method needs fresh initial weights. The model
+    names its prunable weights with a ``prunable_parameter_names()`` method (else every conv/linear weight is
+    prunable, :func:`prunefl.sparse.masks.prunable_parameters`); pair it with ``timing.preset = "uniform"`` or a
+    measured ``timing.profile``. docs/USER_GUIDE.md, "Python API", has a worked example.
     """
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     start_wall = time.perf_counter()
     dataset = load_run_dataset(config) if dataset is None else dataset
     method = build_run_method(config, reference)
-    setup = build_simulation(config, dataset, method)
+    setup = build_simulation(config, dataset, method, model_fn)
     initial_state = {k: v.clone() for k, v in setup.server.state.items()}
     logger.info(
         "run %s: method=%s dataset=%s model=%s clients=%d/%d rounds=%d K=%d B=%d lr=%g seed=%d",
@@ -264,7 +301,7 @@ def run_experiment(
             devices=setup.devices,
             loss_fn=setup.loss_fn,
             record=record,
-            fresh_state=lambda s: build_model_state(config, dataset, s)[1],
+            fresh_state=lambda s: build_model_state(config, dataset, s, model_fn)[1],
             start_wall=start_wall,
         ))
         if before.state is not None:
