@@ -45,6 +45,7 @@ __all__ = [
     "K_DENSITY_CAP",
     "K_DENSITY_BEFORE",
     "K_DENSITY_AFTER",
+    "K_READJUST_FRACTION",
     "K_IP",
     "K_IP_STARTED_AT",
     "K_IP_STOP_REASON",
@@ -99,6 +100,7 @@ K_MAX_DECREASE = "max-decrease"  # δ used
 K_DENSITY_CAP = "density-cap"  # D(r) or null
 K_DENSITY_BEFORE = "density-before"
 K_DENSITY_AFTER = "density-after"
+K_READJUST_FRACTION = "readjust-fraction"  # FedDST's α_t: share of each layer's kept weights a client swaps
 
 # --- initial pruning summary (summary.json "ip") ---
 K_IP = "ip"
