@@ -119,26 +119,53 @@ def test_cli_methods_prints_every_registered_method(capsys: pytest.CaptureFixtur
             assert f"needs from a reference run: {', '.join(sorted(spec.needs))}" in out
 
 
-@pytest.mark.slow
-def test_wheel_ships_presets_and_native_kernel_source(tmp_path: Path) -> None:
-    # Prepare: build from a copy of the sources, so no build/ folder of the shared checkout is read or written
-    tree = tmp_path / "tree"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel built offline from a copy of the sources (no build/ folder of the shared checkout is touched)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    tree = tmp / "tree"
     tree.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, tree / name)
     shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    out = tmp_path / "wheel"
-
-    # Execute: offline (no index, no build isolation: setuptools comes from the virtualenv)
+    # no index, no build isolation: setuptools comes from the virtualenv
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(tree), "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "-q", "-w", str(out)],
-        check=True, capture_output=True, cwd=tmp_path,
+         "--disable-pip-version-check", "-q", "-w", str(tmp / "out")],
+        check=True, capture_output=True, cwd=tmp,
     )
+    (built,) = (tmp / "out").glob("prunefl-*.whl")
+    return built
+
+
+@pytest.mark.slow
+def test_wheel_ships_presets_and_native_kernel_source(wheel: Path) -> None:
+    # Execute
+    names = set(zipfile.ZipFile(wheel).namelist())
 
     # Assert
-    (wheel,) = out.glob("prunefl-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"prunefl/presets/{name}.toml" for name in EXPECTED} <= names
     assert "prunefl/sparse/csr_kernels.c" in names
     assert "prunefl/experiments/presets.py" in names
+
+
+@pytest.mark.slow
+def test_unpacked_wheel_runs_presets_by_name_without_a_checkout(wheel: Path, tmp_path: Path) -> None:
+    # Prepare: the wheel's files alone, first on sys.path (the checkout's src/ comes later, via the editable install)
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    script = (
+        "import prunefl; from prunefl.experiments.config import load_config; "
+        "from prunefl.experiments.presets import resolve_config_file; "
+        "print(prunefl.__file__); print(resolve_config_file('fmnist-conv2')); print(load_config('fmnist-conv2').name)"
+    )
+
+    # Execute: from a folder with no configs/ in it
+    proc = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(site)})
+
+    # Assert
+    package, preset, name = proc.stdout.splitlines()
+    assert package.startswith(str(site))
+    assert preset == str(site / "prunefl" / "presets" / "fmnist-conv2.toml")
+    assert name == "fmnist-conv2"
