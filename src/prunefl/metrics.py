@@ -46,6 +46,20 @@ __all__ = [
     "K_DENSITY_BEFORE",
     "K_DENSITY_AFTER",
     "K_READJUST_FRACTION",
+    "K_K",
+    "K_K_AUX",
+    "K_K_BEFORE",
+    "K_K_MIN",
+    "K_K_MAX",
+    "K_STEP_SIZE",
+    "K_HELD",
+    "K_COST",
+    "K_COST_AUX",
+    "K_LOSS_PREV",
+    "K_LOSS_CUR",
+    "K_LOSS_AUX",
+    "K_K_UPDATES",
+    "K_WARNING",
     "K_IP",
     "K_IP_STARTED_AT",
     "K_IP_STOP_REASON",
@@ -53,6 +67,10 @@ __all__ = [
     "K_IP_CHARGED",
     "K_IP_CLIENT",
     "K_IP_NODE",
+    "K_TARGET_DENSITY",
+    "K_REFERENCE_SOURCE",
+    "K_N_KEPT",
+    "K_N_TOTAL",
     "STAGE_IP",
     "STAGE_FL",
 ]
@@ -102,6 +120,22 @@ K_DENSITY_BEFORE = "density-before"
 K_DENSITY_AFTER = "density-after"
 K_READJUST_FRACTION = "readjust-fraction"  # FedDST's α_t: share of each layer's kept weights a client swaps
 
+# --- online baseline (spec §8): its per-round record (metrics row "reconfig") and summary.json entries ---
+K_K = "k"  # int, retained weights after this round's update (summary: at the end)
+K_K_AUX = "k-aux"  # int, the auxiliary model's retained weights for the next round
+K_K_BEFORE = "k-before"  # int, retained weights the round trained with
+K_K_MIN = "k-min"  # int, lower end of the range k is clipped to
+K_K_MAX = "k-max"  # int, upper end of that range
+K_STEP_SIZE = "step-size"  # float, η_t = d/√(2(t − t_ref)) in weights
+K_HELD = "held"  # bool, k held because the gradient estimate was undefined
+K_COST = "cost"  # float, s, the cost of k
+K_COST_AUX = "cost-aux"  # float or null, s, the loss-scaled cost of k_aux
+K_LOSS_PREV = "loss-prev"  # float, previous global model on the uploaded samples
+K_LOSS_CUR = "loss-cur"  # float, this round's aggregate on them
+K_LOSS_AUX = "loss-aux"  # float, the aggregate re-pruned to k_aux on them
+K_K_UPDATES = "k-updates"  # int, rounds in which k was updated (held ones included)
+K_WARNING = "warning"  # str, the method's caveat (the online baseline uploads raw samples)
+
 # --- initial pruning summary (summary.json "ip") ---
 K_IP = "ip"
 K_IP_STARTED_AT = "started-at"  # IP round whose training accuracy started reconfiguration, or null
@@ -112,3 +146,9 @@ K_IP_CLIENT = "client"  # the selected client that ran initial pruning
 K_IP_NODE = "node"  # "client" or "server": whose speed IP was charged at
 STAGE_IP = "ip"
 STAGE_FL = "fl"
+
+# --- methods that prune to a reference density (summary.json): what they targeted and where it came from ---
+K_TARGET_DENSITY = "target-density"  # float in (0, 1], the density the method pruned to
+K_REFERENCE_SOURCE = "reference-source"  # str, the reference run folder, or "config" for reference.density
+K_N_KEPT = "n-kept"  # int, prunable weights the method kept
+K_N_TOTAL = "n-total"  # int, all prunable weights

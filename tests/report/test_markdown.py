@@ -221,7 +221,6 @@ def test_write_comparison_report_without_baseline_has_no_speed_up(
     assert "| PruneFL | prunefl | 9 | 50.0 s | 4.0 s |" in text
 
 
-@pytest.mark.xfail(strict=True, reason="SynFlow is registered in the commit that implements it")
 def test_write_comparison_report_labels_extension_methods(tmp_path: Path) -> None:
     # Prepare
     run_dir = _write_run(tmp_path / "synflow", {K_METHOD: "synflow"}, round_sim_s=1.0)
