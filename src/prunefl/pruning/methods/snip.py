@@ -169,5 +169,5 @@ def _build(settings: SnipSettings, context: MethodContext, reference: ReferenceR
 SPECS = [
     MethodSpec("snip", "SNIP", _build, "one dense round, then a fixed mask from |w0 * g| (g from round 0's "
                "aggregate) at the reference density (official FL variant)", section="snip",
-               needs=frozenset({"density"}), colour="C2"),
+               needs=frozenset({"density"}), colour="C2", lottery=True),  # spec §11.5 plots SNIP beside reinit
 ]
