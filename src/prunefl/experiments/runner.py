@@ -309,6 +309,8 @@ def run_experiment(
         if before.masks is not None:
             setup.server.masks = before.masks  # state first: the masks setter zeroes pruned coordinates if regrow is "zero"
         setup.start_sim_clock_s = before.sim_clock_s
+        if before.initial_state is not None:  # the run starts from another initialisation (reinit)
+            initial_state = before.initial_state
         extra.update(before.summary)
         engine = SimulationEngine(setup)
         engine.run(record, start_wall=start_wall)

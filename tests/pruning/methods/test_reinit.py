@@ -238,8 +238,12 @@ def test_reinit_and_random_reinit_train_prunefl_final_mask_end_to_end(tmp_path: 
         assert [r[K.K_ROUND] for r in rows] == list(range(6)) and all(r[K.K_RECONFIG] is None for r in rows)
         assert [r[K.K_DENSITY] for r in rows] == pytest.approx([reference.density] * 6, abs=1e-12)
         assert all(r[K.K_LAYER_DENSITY] == pytest.approx(layer_density, abs=1e-12) for r in rows)
-        state, masks, _, _, _ = load_checkpoint(tmp_path / name)
+        state, masks, _, _, extra = load_checkpoint(tmp_path / name)
         assert {n: m.tolist() for n, m in masks.items()} == {n: m.tolist() for n, m in reference.masks.items()}
+        # the checkpoint's initial weights are the initialisation the run really started from
+        saved_init = {k[len("init/"):]: v for k, v in extra.items() if k.startswith("init/")}
+        started_from = reference.init_state if name == "reinit" else build_model_state(config, DATASET, config.seed + 1)[1]
+        assert all(torch.equal(saved_init[k], v) for k, v in started_from.items())
         assert all(bool((state[n][~m] == 0).all()) for n, m in masks.items())  # pruned weights never came back
         assert result.summary[K.K_REFERENCE_SOURCE] == str(tmp_path / "prunefl")
         assert rows[-1][K.K_TEST_ACCURACY] > 0.3  # 10 classes (chance 0.1): the fixed sparse model learns

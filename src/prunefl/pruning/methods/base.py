@@ -122,12 +122,16 @@ class BeforeFL:
         Simulated seconds charged before round 0 (initial pruning, when charged).
     summary : dict
         Entries for ``summary.json`` (e.g. the initial-pruning summary under ``"ip"``).
+    initial_state : dict or None
+        The initialisation the run really starts from, when it is not the model's own (reinit and random
+        reinit); the checkpoint saves it as the run's initial weights (None: the model's own).
     """
 
     state: dict[str, torch.Tensor] | None = None
     masks: dict[str, torch.Tensor] | None = None
     sim_clock_s: float = 0.0
     summary: dict[str, Any] = field(default_factory=dict)
+    initial_state: dict[str, torch.Tensor] | None = None
 
 
 @dataclass

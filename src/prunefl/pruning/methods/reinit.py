@@ -101,7 +101,7 @@ class Reinit(Method):
         # official: weight.mul_(mask); torch.where so pruned coordinates are +0.0, never a product's -0.0
         state = {k: torch.where(masks[k], v, torch.zeros_like(v)) if k in masks else v.clone()
                  for k, v in start.items()}
-        return BeforeFL(state=state, masks=masks)
+        return BeforeFL(state=state, masks=masks, initial_state={k: v.clone() for k, v in start.items()})
 
     def summary(self) -> dict[str, Any]:
         return {
