@@ -10,10 +10,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prunefl.errors import PruneFLError
 from prunefl.timing.profile_cli import add_profile_parser
+
+if TYPE_CHECKING:
+    from prunefl.experiments.compare import RunProgress
 
 __all__ = ["main"]
 
@@ -53,17 +56,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
 
-    cmp = sub.add_parser("compare", help="run several methods with the same settings side by side, and compare them")
-    cmp.add_argument("--config", required=True, help="TOML config file")
-    cmp.add_argument("--methods", default="prunefl,fedavg",
-                     help="comma-separated methods to run (default: prunefl,fedavg)")
+    cmp = sub.add_parser("compare", help="run several methods over several seeds, in parallel, and compare them")
+    cmp.add_argument("--config", required=True,
+                     help="TOML config file or preset name (`prunefl presets` lists them)")
+    cmp.add_argument("--methods", required=True,
+                     help="comma-separated methods to run (`prunefl methods` lists them)")
+    cmp.add_argument("--seeds", default=None,
+                     help="comma-separated non-negative seeds, e.g. 0,1,2 (default: the config's seed)")
+    cmp.add_argument("--jobs", type=int, default=None,
+                     help="runs at a time in worker processes (default: CPU cores / config threads, at most the runs)")
     cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    cmp.add_argument("--out", default=None, help="folder for all runs and the comparison (must not exist or be empty)")
-    cmp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cmp.add_argument("--out", default=None, help="folder for all runs and the comparison (must not exist or be empty); "
+                     "default runs/<name>-compare-<time>")
+    cmp.add_argument("--no-run-plots", action="store_true",
+                     help="skip each run's own plots and report.md (the comparison's are still drawn)")
+    cmp.add_argument("--no-progress", action="store_true", help="no progress lines")
     cmp.set_defaults(func=_cmd_compare)
 
-    rep = sub.add_parser("report", help="(re)draw plots and report.md for run folders; several runs are compared")
-    rep.add_argument("run_dirs", nargs="+", help="run folders")
+    rep = sub.add_parser("report", help="(re)draw plots and report.md for run folders (several runs are compared) "
+                         "or for a comparison folder of `prunefl compare`")
+    rep.add_argument("run_dirs", nargs="+", help="run folders, or comparison folders (holding comparison.json)")
     rep.add_argument("--out", default=None, help="folder for the comparison (default: the first run's parent/compare)")
     rep.set_defaults(func=_cmd_report)
 
@@ -97,53 +109,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from prunefl.errors import ConfigError
+    from prunefl.experiments.compare import default_jobs, run_comparison
     from prunefl.experiments.config import load_config
-    from prunefl.pruning.methods import method_names
     from prunefl.experiments.results import new_run_dir
-    from prunefl.experiments.runner import load_run_dataset, run_experiment
-    from prunefl.report import format_summary_table, format_targets_table, plot_comparison, write_comparison_report
 
+    config = load_config(args.config, args.set)  # validate everything before touching the disk
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in method_names()]
-    if not methods or bad:
-        raise ConfigError(f"--methods must list methods from {', '.join(method_names())}, got {args.methods!r}")
-    base = load_config(args.config, args.set)
-    configs = [
-        dataclasses.replace(base, name=f"{base.name}-{m}", pruning=dataclasses.replace(base.pruning, method=m))
-        for m in methods
-    ]
-    out = new_run_dir(args.out, f"{base.name}-compare")
-    dataset = load_run_dataset(base)
-    results = []
-    for cfg in configs:
-        bar = None if args.no_progress else _progress_bar(cfg.fl.rounds, cfg.pruning.method)
-        try:
-            results.append(run_experiment(cfg, out / cfg.pruning.method, on_row=bar.update_row if bar else None,
-                                          dataset=dataset))
-        finally:
-            if bar is not None:
-                bar.close()
-    dirs = [r.run_dir for r in results]
-    plot_comparison(dirs, out)
-    report = write_comparison_report(dirs, out)
-    print(format_summary_table([r.summary for r in results]))
-    print()
-    print(format_targets_table([r.summary for r in results]))
-    print(f"comparison: {report}")
-    return 0
+    seeds = _parse_seeds(args.seeds) if args.seeds is not None else [config.seed]
+    jobs = args.jobs if args.jobs is not None else default_jobs(config, len(methods) * len(seeds))
+    out = new_run_dir(args.out, f"{config.name}-compare")
+    result = run_comparison(config, methods, seeds, out, jobs, on_progress=None if args.no_progress else _ProgressLines(),
+                            config_path=args.config, run_plots=not args.no_run_plots)  # fmt: skip
+    print(result.table())
+    for run in result.failed:
+        print(f"prunefl: run {run.method} seed {run.seed} failed: {run.error}", file=sys.stderr)
+    print(f"comparison: {result.report}")
+    return 1 if result.failed else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from prunefl.errors import ConfigError
     from prunefl.report import plot_comparison, plot_run, write_comparison_report, write_report
+    from prunefl.report.comparison import COMPARISON_FILE, render_comparison
 
-    dirs = [Path(d) for d in args.run_dirs]
+    given = [Path(d) for d in args.run_dirs]
+    comparisons = [d for d in given if (d / COMPARISON_FILE).is_file()]
+    dirs = [d for d in given if d not in comparisons]
     for d in dirs:
         if not (d / "metrics.jsonl").is_file():
-            raise ConfigError(f"{str(d)!r} is not a run folder (no metrics.jsonl)")
+            raise ConfigError(f"{str(d)!r} is neither a run folder (no metrics.jsonl) nor a comparison folder "
+                              f"(no {COMPARISON_FILE})")  # fmt: skip
+    for d in comparisons:
+        rendered = render_comparison(d)  # from the saved results, without training
+        print(rendered.table)
+        print(f"comparison: {rendered.report}")
     for d in dirs:
         plot_run(d)
         print(f"report: {write_report(d)}")
@@ -153,6 +152,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
         plot_comparison(dirs, out)
         print(f"comparison: {write_comparison_report(dirs, out)}")
     return 0
+
+
+def _parse_seeds(text: str) -> list[int]:
+    from prunefl.errors import ConfigError
+
+    try:
+        return [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated non-negative integers (e.g. 0,1,2), got {text!r}") from None
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
@@ -219,6 +227,40 @@ class _RoundBar:
 
 def _progress_bar(total: int, name: str) -> _RoundBar:
     return _RoundBar(total, name)
+
+
+class _ProgressLines:
+    """Progress of a comparison's parallel runs: a line per running run at most every ``every_s`` seconds, plus
+    one when it starts, finishes or fails (several runs at once would garble progress bars)."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self._every_s = every_s
+        self._last: dict[tuple[str, int], float] = {}
+
+    def __call__(self, progress: RunProgress) -> None:
+        import time
+
+        key = (progress.method, progress.seed)
+        now = time.monotonic()
+        if progress.event == "row" and now - self._last.get(key, -self._every_s) < self._every_s:
+            return
+        self._last[key] = now
+        print(_progress_line(progress), file=sys.stderr, flush=True)
+
+
+def _progress_line(progress: RunProgress) -> str:
+    """E.g. ``[prunefl seed 1] round 40/120 acc 0.812 density 0.081 sim 6.2min``."""
+    from prunefl import metrics as K
+
+    head = f"[{progress.method} seed {progress.seed}]"
+    if progress.event != "row":
+        return f"{head} {progress.event}" + (f": {progress.error}" if progress.error else "")
+    where = (f"IP round {progress.round}" if progress.stage == K.STAGE_IP
+             else f"round {(progress.round or 0) + 1}/{progress.rounds}")  # fmt: skip
+    acc = "-" if progress.accuracy is None else f"{progress.accuracy:.3f}"
+    density = "-" if progress.density is None else f"{progress.density:.3f}"
+    sim = "-" if progress.sim_clock_s is None else _fmt_seconds(progress.sim_clock_s)
+    return f"{head} {where} acc {acc} density {density} sim {sim}"
 
 
 def _fmt_seconds(s: float) -> str:
