@@ -118,8 +118,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     seeds = _parse_seeds(args.seeds) if args.seeds is not None else [config.seed]
     jobs = args.jobs if args.jobs is not None else default_jobs(config, len(methods) * len(seeds))
     out = new_run_dir(args.out, f"{config.name}-compare")
-    result = run_comparison(config, methods, seeds, out, jobs, on_progress=None if args.no_progress else _ProgressLines(),
-                            config_path=args.config, run_plots=not args.no_run_plots)  # fmt: skip
+    progress = None if args.no_progress else _ProgressLines()
+    result = run_comparison(config, methods, seeds, out, jobs, on_progress=progress, config_path=args.config,
+                            run_plots=not args.no_run_plots)  # fmt: skip
     print(result.table())
     for run in result.failed:
         print(f"prunefl: run {run.method} seed {run.seed} failed: {run.error}", file=sys.stderr)

@@ -210,7 +210,9 @@ def test_a_failed_run_is_recorded_and_the_others_finish(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_compare_of_every_registered_method_over_two_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_compare_of_every_registered_method_over_two_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Prepare: every method registered now, so the test grows as methods land
     specs = all_specs()
     out = tmp_path / "cmp"

@@ -239,7 +239,9 @@ def test_mean_curve_interpolates_on_the_range_every_curve_covers() -> None:
 
 
 def test_mean_curve_without_a_common_range_is_none() -> None:
-    assert mean_curve([(np.array([0.0, 1.0]), np.array([0.0, 1.0])), (np.array([2.0, 3.0]), np.array([0.0, 1.0]))]) is None
+    early = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    late = (np.array([2.0, 3.0]), np.array([0.0, 1.0]))
+    assert mean_curve([early, late]) is None
     assert mean_curve([]) is None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import numbers
 import os
 import queue
 import time
@@ -198,6 +199,7 @@ def run_comparison(
         The data set is missing or corrupt (it is loaded once here to check); nothing is written then.
     """
     tasks = _plan(config, methods, seeds, jobs)
+    methods, seeds = list(methods), [int(s) for s in seeds]  # numpy integers become plain ones for JSON
     out_dir = new_run_dir(Path(out), config.name)
     from prunefl.experiments.runner import load_run_dataset
 
@@ -279,9 +281,9 @@ def _plan(config: RunConfig, methods: Sequence[str], seeds: Sequence[int], jobs:
     stand_in = ReferenceRun(source=f"the {REFERENCE_METHOD} run of the comparison (validation stand-in)",
                             density=_STAND_IN_DENSITY, masks={}, init_state={})  # fmt: skip
     for m in methods:
-        build_run_method(_run_config(config, m, seeds[0]), stand_in if m in needing and from_comparison else None)
+        build_run_method(_run_config(config, m, int(seeds[0])), stand_in if m in needing and from_comparison else None)
     tasks = []
-    for seed in seeds:
+    for seed in map(int, seeds):
         for m in methods:
             run_config = _run_config(config, m, seed)  # validates the method name in the config too
             reference = run_dir_name(REFERENCE_METHOD, seed) if m in needing and from_comparison else None
@@ -311,7 +313,7 @@ def _check_methods(methods: Sequence[str]) -> None:
 def _check_seeds(seeds: Sequence[int]) -> None:
     if isinstance(seeds, str) or not seeds:
         raise ConfigError(f"seeds must be a non-empty list of non-negative integers, got {seeds!r}")
-    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0]
     if bad:
         raise ConfigError(f"seeds must be non-negative integers, got {bad[0]!r} in {list(seeds)}")
     repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})

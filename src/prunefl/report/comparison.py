@@ -469,7 +469,8 @@ def aggregate_comparison(summaries: Mapping[str, Mapping[int, Mapping[str, Any] 
     for method in methods:
         spec = specs.get(method)
         finished = {seed: s for seed, s in summaries[method].items() if s is not None}
-        has_ip = spec is not None and spec.initial_pruning and any(_ip_compute_s(s) is not None for s in finished.values())
+        has_ip = (spec is not None and spec.initial_pruning
+                  and any(_ip_compute_s(s) is not None for s in finished.values()))  # fmt: skip
         for clock in (_CLOCK_CHARGED, _CLOCK_NOT_CHARGED) if has_ip else ("",):
             shifts = {seed: _clock_shift_s(s, clock) for seed, s in finished.items()}
             rows.append(_method_row(method, spec, clock, finished, len(summaries[method]), shifts, targets,
@@ -499,7 +500,8 @@ def format_comparison_table(rows: Sequence[MethodRow]) -> str:
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     left = {0, len(header) - 1} if header[-1] == "notes" else {0}  # names and notes left-aligned, numbers right
     lines = [
-        "  ".join(cell.ljust(w) if i in left else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+        "  ".join(cell.ljust(w) if i in left else cell.rjust(w)
+                  for i, (cell, w) in enumerate(zip(row, widths, strict=True)))  # fmt: skip
         for row in [header, ["-" * w for w in widths], *body]
     ]
     return "\n".join(line.rstrip() for line in lines)
@@ -726,7 +728,8 @@ def _method_row(
         label += " (extension)"
     if clock:
         label += f" [{clock}]"
-    sim_times = [float(s[K_SIM_CLOCK_S]) + shifts[seed] for seed, s in finished.items() if s.get(K_SIM_CLOCK_S) is not None]
+    sim_times = [float(s[K_SIM_CLOCK_S]) + shifts[seed] for seed, s in finished.items()
+                 if s.get(K_SIM_CLOCK_S) is not None]  # fmt: skip
     return MethodRow(
         method=method,
         label=label,
@@ -860,8 +863,10 @@ def _report_lines(comparison: ComparisonResults, rows: list[MethodRow]) -> Itera
     if m.failed:
         yield "## Failed runs"
         yield ""
-        yield from _table(["method", "seed", "run folder", "error"],
-                          [[r.method, str(r.seed), f"`{r.run_dir}`", r.error or _MISSING] for r in m.failed])  # fmt: skip
+        yield from _table(
+            ["method", "seed", "run folder", "error"],
+            [[r.method, str(r.seed), f"`{r.run_dir}`", r.error or _MISSING] for r in m.failed],
+        )
     yield "## Results over seeds"
     yield ""
     yield (
