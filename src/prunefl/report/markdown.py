@@ -267,8 +267,8 @@ def format_summary_table(summaries: Sequence[dict[str, Any]], labels: Sequence[s
 def format_targets_table(summaries: Sequence[dict[str, Any]], labels: Sequence[str] | None = None) -> str:
     """Format time to each target accuracy as plain text: round and simulated time per run, and the speed-up.
 
-    The speed-up is the simulated time of the first ``fedavg`` run divided by the run's (``n.r.`` where a run
-    did not reach the target; empty without a ``fedavg`` run).
+    The speed-up is the simulated time of the first run of the registry's baseline method (FedAvg) divided by the
+    run's (``n.r.`` where a run did not reach the target; empty without a baseline run).
 
     Examples
     --------
@@ -283,7 +283,8 @@ def format_targets_table(summaries: Sequence[dict[str, Any]], labels: Sequence[s
     """
     if labels is None:
         labels = [str(summary.get(K_METHOD, _MISSING)) for summary in summaries]
-    baseline = next((s for s in summaries if s.get(K_METHOD) == "fedavg"), None)
+    baselines = {spec.name for spec in all_specs() if spec.baseline}
+    baseline = next((s for s in summaries if s.get(K_METHOD) in baselines), None)
     header = ["target", "run", "round", "sim time", "speed-up"]
     body = []
     targets = sorted({float(t[K_TARGET_ACCURACY]) for s in summaries for t in s.get(K_TARGETS) or []})
