@@ -25,6 +25,7 @@ from prunefl.pruning.methods.base import (
     ReferenceRun,
     SetupView,
 )
+from prunefl.pruning.methods.density_target import DensityTargetMethod
 from prunefl.pruning.methods.registry import MethodSpec
 from prunefl.pruning.schedules import is_reconfiguration_round
 from prunefl.pruning.select import drop_and_grow, top_k_per_layer
@@ -118,7 +119,7 @@ class FedDSTSettings:
                "must be 'erk' or 'uniform'")
 
 
-class FedDST(Method):
+class FedDST(DensityTargetMethod):
     """Federated Dynamic Sparse Training: a fixed-density sparse model whose mask clients readjust every ΔR rounds.
 
     Bibikar, Vikalo, Wang, Chen, "Federated Dynamic Sparse Training: Computing Less, Communicating Less, Yet
@@ -132,25 +133,18 @@ class FedDST(Method):
         The ``[feddst]`` table.
     context : MethodContext
         Run-wide settings (seed, rounds).
-    target_density : float
-        d in (0, 1], the reference density.
-    reference_source : str
-        Where d came from (``ReferenceRun.source``), reported in the summary (default: "").
-
-    Raises
-    ------
-    ConfigError
-        ``target_density`` is not in (0, 1].
+    target_density, reference_source : float, str
+        See :class:`~prunefl.pruning.methods.density_target.DensityTargetMethod` (d in (0, 1], else ConfigError).
     """
+
+    name = "feddst"
 
     def __init__(
         self, settings: FedDSTSettings, context: MethodContext, target_density: float, reference_source: str = ""
     ) -> None:
-        _check(0 < target_density <= 1, "reference.density", target_density, "must be in (0, 1] for feddst")
+        super().__init__(target_density, reference_source)
         self.settings = settings
         self.context = context
-        self.target_density = target_density
-        self.reference_source = reference_source
         self.end_round = settings.end_round or context.rounds // 2
         self.n_readjustments = 0  # rounds whose aggregation received client masks
         self.n_changed = 0  # global-mask weights swapped over all readjustments (each swap: one out, one in)
@@ -210,15 +204,12 @@ class FedDST(Method):
         }
         return Decision(masks=new, record=record)
 
-    def summary(self) -> dict[str, Any]:
-        s = self.settings
+    def _summary_entries(self) -> dict[str, Any]:
         return {
-            "target-density": self.target_density,
-            "reference-source": self.reference_source,
             "readjustments": self.n_readjustments,
             "weights-changed": self.n_changed,
             "readjust-end-round": self.end_round,
-            "distribution": s.distribution,
+            "distribution": self.settings.distribution,
         }
 
     def state_dict(self) -> dict[str, Any]:

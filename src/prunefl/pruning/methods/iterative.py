@@ -15,9 +15,10 @@ from prunefl import metrics as K
 from prunefl.errors import ConfigError
 from prunefl.errors import check_setting as _check
 from prunefl.pruning.methods.base import AggregateView, Decision, Method, MethodContext, ReferenceRun
+from prunefl.pruning.methods.density_target import DensityTargetMethod
 from prunefl.pruning.methods.registry import MethodSpec
 from prunefl.pruning.select import top_k_per_layer
-from prunefl.sparse.masks import density, kept_counts, total_counts
+from prunefl.sparse.masks import density, kept_counts
 
 __all__ = ["IterativeSettings", "IterativePruning", "prune_rounds", "prune_fraction", "magnitude_prune", "SPECS"]
 
@@ -46,7 +47,7 @@ class IterativeSettings:
         _check(0 < self.end_fraction < 1, "iterative.end_fraction", self.end_fraction, "must be in (0, 1)")
 
 
-class IterativePruning(Method):
+class IterativePruning(DensityTargetMethod):
     """Magnitude pruning without rewinding at ``prunes`` evenly spaced rounds, ending at the reference density.
 
     The official ``bases/fl/simulation/iterative.py`` (spec §8, §12 item 10): after the aggregation of each prune
@@ -60,11 +61,11 @@ class IterativePruning(Method):
     settings : IterativeSettings
         The ``[iterative]`` table.
     target_density : float
-        d_final in (0, 1], the reference run's final density.
+        d_final in (0, 1] (see :class:`~prunefl.pruning.methods.density_target.DensityTargetMethod`).
     rounds : int
         R, the number of FL rounds (``fl.rounds``).
     reference_source : str
-        Where d_final came from (``ReferenceRun.source``), reported in the summary (default: "").
+        Where d_final came from (default: "").
 
     Raises
     ------
@@ -73,17 +74,17 @@ class IterativePruning(Method):
         :func:`prune_rounds`).
     """
 
+    name = "iterative"
+
     def __init__(
         self, settings: IterativeSettings, target_density: float, rounds: int, reference_source: str = ""
     ) -> None:
-        _check(0 < target_density <= 1, "reference.density", target_density, "must be in (0, 1] for iterative")
+        super().__init__(target_density, reference_source)
         self.settings = settings
-        self.target_density = target_density
-        self.reference_source = reference_source
         self.rounds = prune_rounds(rounds, settings.prunes, settings.end_fraction)
         self._round_set = frozenset(self.rounds)
         self.fraction = prune_fraction(target_density, settings.prunes)
-        self._done: dict[str, Any] = {"prunes-done": 0}  # and n-kept / n-total after the latest prune
+        self._outcome = {"prunes-done": 0}  # and n-kept / n-total after the latest prune
 
     def after_aggregate(self, view: AggregateView) -> Decision | None:
         """In a prune round, remove the fraction p of each layer's in-use weights by magnitude and zero them."""
@@ -92,11 +93,7 @@ class IterativePruning(Method):
         masks = magnitude_prune(view.state, view.masks, self.fraction)
         state = {k: _zero_pruned(v, masks[k]) if k in masks else v for k, v in view.state.items()}
         before, after = kept_counts(view.masks), kept_counts(masks)
-        self._done = {
-            "prunes-done": int(self._done["prunes-done"]) + 1,
-            K.K_N_KEPT: sum(after.values()),
-            K.K_N_TOTAL: sum(total_counts(masks).values()),
-        }
+        self._outcome = {"prunes-done": int(self._outcome["prunes-done"]) + 1, **self._counts(masks)}
         record = {
             K.K_REMOVED: {n: before[n] - after[n] for n in masks},
             K.K_ADDED: {n: 0 for n in masks},  # no regrowth, ever
@@ -106,21 +103,11 @@ class IterativePruning(Method):
         }
         return Decision(masks=masks, state=state, record=record)
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            K.K_TARGET_DENSITY: self.target_density,
-            K.K_REFERENCE_SOURCE: self.reference_source,
-            "prunes": self.settings.prunes,
-            "prune-fraction": self.fraction,
-            "prune-rounds": list(self.rounds),
-            **self._done,
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self._done)  # the schedule follows from the config; only the counts for the summary
+    def _summary_entries(self) -> dict[str, Any]:
+        return {"prunes": self.settings.prunes, "prune-fraction": self.fraction, "prune-rounds": list(self.rounds)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._done = {"prunes-done": 0, **state}
+        self._outcome = {"prunes-done": 0, **state}  # the schedule follows from the config; only the counts
 
 
 def prune_rounds(rounds: int, prunes: int = 20, end_fraction: float = 0.5) -> list[int]:

@@ -12,12 +12,11 @@ import torch
 from torch import Tensor
 
 from prunefl import metrics as K
-from prunefl.errors import check_setting as _check
 from prunefl.pruning.methods.base import BeforeFL, Method, MethodContext, ReferenceRun, SetupView
+from prunefl.pruning.methods.density_target import DensityTargetMethod
 from prunefl.pruning.methods.registry import MethodSpec
 from prunefl.pruning.select import top_k_global, top_k_per_layer
 from prunefl.seeds import METHOD_STREAM, rng
-from prunefl.sparse.masks import kept_counts
 
 __all__ = ["RandomSettings", "RandomPruning", "random_masks", "SPECS"]
 
@@ -40,7 +39,7 @@ class RandomSettings:
     layerwise: bool = False
 
 
-class RandomPruning(Method):
+class RandomPruning(DensityTargetMethod):
     """A uniformly random mask at the reference density, drawn before round 0 and fixed (extension).
 
     The sanity baseline of prune-at-initialisation studies: not in the official PruneFL code, so reports label it
@@ -52,52 +51,32 @@ class RandomPruning(Method):
     settings : RandomSettings
         The ``[random]`` table.
     target_density : float
-        d in (0, 1], the reference run's final density.
+        d in (0, 1] (see :class:`~prunefl.pruning.methods.density_target.DensityTargetMethod`; else ConfigError).
     seed : int
         The run seed.
     reference_source : str
-        Where d came from (``ReferenceRun.source``), reported in the summary (default: "").
-
-    Raises
-    ------
-    ConfigError
-        ``target_density`` is not in (0, 1].
+        Where d came from (default: "").
     """
 
+    name = "random"
+
     def __init__(self, settings: RandomSettings, target_density: float, seed: int, reference_source: str = "") -> None:
-        _check(0 < target_density <= 1, "reference.density", target_density, "must be in (0, 1] for random")
+        super().__init__(target_density, reference_source)
         self.settings = settings
-        self.target_density = target_density
         self.seed = seed
-        self.reference_source = reference_source
-        self._outcome: dict[str, Any] = {}
 
     def before_fl(self, view: SetupView) -> BeforeFL:
         """Draw the mask over the server's prunable weights and fix it from round 0."""
         masks = random_masks(view.masks, self.target_density, rng(self.seed, METHOD_STREAM), self.settings.layerwise)
         state = {k: (v * masks[k] if k in masks else v) for k, v in view.state.items()}
-        self._outcome = {
-            K.K_N_KEPT: sum(kept_counts(masks).values()),
-            K.K_N_TOTAL: sum(m.numel() for m in masks.values()),
-        }
+        self._outcome = self._counts(masks)
         logger.info("random: kept %d of %d weights (target density %.4f from %s, layerwise=%s)",
                     self._outcome[K.K_N_KEPT], self._outcome[K.K_N_TOTAL], self.target_density,
                     self.reference_source, self.settings.layerwise)
         return BeforeFL(state=state, masks=masks)
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            K.K_TARGET_DENSITY: self.target_density,
-            K.K_REFERENCE_SOURCE: self.reference_source,
-            "layerwise": self.settings.layerwise,
-            **self._outcome,
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self._outcome)  # only the counts for the summary: the mask itself is the server's
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._outcome = dict(state)
+    def _summary_entries(self) -> dict[str, Any]:
+        return {"layerwise": self.settings.layerwise}
 
 
 def random_masks(

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from prunefl import metrics as K
-from prunefl.errors import check_setting as _check
 from prunefl.pruning.methods.base import AggregateView, Decision, Method, MethodContext, ReferenceRun
+from prunefl.pruning.methods.density_target import DensityTargetMethod
 from prunefl.pruning.methods.registry import MethodSpec
 from prunefl.pruning.select import top_k_global
 from prunefl.sparse.masks import density, kept_counts
@@ -39,7 +39,7 @@ class SnipSettings:
     exact_count: bool = False
 
 
-class Snip(Method):
+class Snip(DensityTargetMethod):
     """SNIP in the official FL form: round 0 dense, then the mask from round 0's aggregate, fixed for good.
 
     Lee, Ajanthan, Torr, "SNIP: Single-shot Network Pruning based on Connection Sensitivity", ICLR 2019, as the
@@ -57,23 +57,15 @@ class Snip(Method):
     ----------
     settings : SnipSettings
         The ``[snip]`` table.
-    target_density : float
-        d in (0, 1], the reference run's final density.
-    reference_source : str
-        Where d came from (``ReferenceRun.source``), reported in the summary (default: "").
-
-    Raises
-    ------
-    ConfigError
-        ``target_density`` is not in (0, 1].
+    target_density, reference_source : float, str
+        See :class:`~prunefl.pruning.methods.density_target.DensityTargetMethod` (d in (0, 1], else ConfigError).
     """
 
+    name = "snip"
+
     def __init__(self, settings: SnipSettings, target_density: float, reference_source: str = "") -> None:
-        _check(0 < target_density <= 1, "reference.density", target_density, "must be in (0, 1] for snip")
+        super().__init__(target_density, reference_source)
         self.settings = settings
-        self.target_density = target_density
-        self.reference_source = reference_source
-        self._outcome: dict[str, Any] = {}  # kept and total counts, once round 0 decided
 
     def after_aggregate(self, view: AggregateView) -> Decision | None:
         """At round 0 only: score, threshold, and install the mask (and the pruned aggregate); later, nothing."""
@@ -84,10 +76,9 @@ class Snip(Method):
         scores = snip_scores(view.previous_state, view.state, view.lr, names)
         masks = snip_masks(scores, self.target_density, self.settings.exact_count)
         state = {k: (v * masks[k] if k in masks else v) for k, v in view.state.items()}
-        n_kept, n_total = sum(kept_counts(masks).values()), sum(m.numel() for m in masks.values())
-        self._outcome = {K.K_N_KEPT: n_kept, K.K_N_TOTAL: n_total}
-        logger.info("snip: kept %d of %d weights after round 0 (target density %.4f from %s)", n_kept, n_total,
-                    self.target_density, self.reference_source)
+        self._outcome = self._counts(masks)  # non-empty from now on: a resumed run does not decide again
+        logger.info("snip: kept %d of %d weights after round 0 (target density %.4f from %s)",
+                    self._outcome[K.K_N_KEPT], self._outcome[K.K_N_TOTAL], self.target_density, self.reference_source)
         record = {
             K.K_DENSITY_BEFORE: density(view.masks),
             K.K_DENSITY_AFTER: density(masks),
@@ -95,19 +86,8 @@ class Snip(Method):
         }
         return Decision(masks=masks, state=state, record=record)
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            K.K_TARGET_DENSITY: self.target_density,
-            K.K_REFERENCE_SOURCE: self.reference_source,
-            "exact-count": self.settings.exact_count,
-            **self._outcome,
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self._outcome)  # non-empty once the mask is decided: a resumed run does not decide again
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._outcome = dict(state)
+    def _summary_entries(self) -> dict[str, Any]:
+        return {"exact-count": self.settings.exact_count}
 
 
 def snip_scores(

@@ -15,9 +15,9 @@ from torch import Tensor, nn
 from prunefl import metrics as K
 from prunefl.errors import check_setting as _check
 from prunefl.pruning.methods.base import BeforeFL, Method, MethodContext, ReferenceRun, SetupView
+from prunefl.pruning.methods.density_target import DensityTargetMethod
 from prunefl.pruning.methods.registry import MethodSpec
 from prunefl.pruning.select import top_k_global
-from prunefl.sparse.masks import kept_counts
 
 __all__ = ["SynFlowSettings", "SynFlow", "synflow_scores", "synflow_masks", "SPECS"]
 
@@ -43,7 +43,7 @@ class SynFlowSettings:
         _check(self.iterations >= 1, "synflow.iterations", self.iterations, "must be >= 1")
 
 
-class SynFlow(Method):
+class SynFlow(DensityTargetMethod):
     """SynFlow: prune the initial model without data, then train with the mask fixed from round 0 (extension).
 
     Tanaka, Kunin, Yamins, Ganguli, "Pruning neural networks without any data by iteratively conserving synaptic
@@ -57,23 +57,15 @@ class SynFlow(Method):
     ----------
     settings : SynFlowSettings
         The ``[synflow]`` table.
-    target_density : float
-        d in (0, 1], the reference run's final density.
-    reference_source : str
-        Where d came from (``ReferenceRun.source``), reported in the summary (default: "").
-
-    Raises
-    ------
-    ConfigError
-        ``target_density`` is not in (0, 1].
+    target_density, reference_source : float, str
+        See :class:`~prunefl.pruning.methods.density_target.DensityTargetMethod` (d in (0, 1], else ConfigError).
     """
 
+    name = "synflow"
+
     def __init__(self, settings: SynFlowSettings, target_density: float, reference_source: str = "") -> None:
-        _check(0 < target_density <= 1, "reference.density", target_density, "must be in (0, 1] for synflow")
+        super().__init__(target_density, reference_source)
         self.settings = settings
-        self.target_density = target_density
-        self.reference_source = reference_source
-        self._outcome: dict[str, Any] = {}
 
     def before_fl(self, view: SetupView) -> BeforeFL:
         """Run SynFlow on the workspace (which holds the initial state) and fix its mask from round 0."""
@@ -81,28 +73,14 @@ class SynFlow(Method):
         masks = synflow_masks(view.model, list(view.masks), view.dataset.input_shape, self.target_density,
                               self.settings.iterations)
         state = {k: (v * masks[k] if k in masks else v) for k, v in view.state.items()}
-        self._outcome = {
-            K.K_N_KEPT: sum(kept_counts(masks).values()),
-            K.K_N_TOTAL: sum(m.numel() for m in masks.values()),
-        }
+        self._outcome = self._counts(masks)
         logger.info("synflow: %d iterations kept %d of %d weights (target density %.4f from %s) in %.1f s",
                     self.settings.iterations, self._outcome[K.K_N_KEPT], self._outcome[K.K_N_TOTAL],
                     self.target_density, self.reference_source, time.perf_counter() - start)
         return BeforeFL(state=state, masks=masks)
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            K.K_TARGET_DENSITY: self.target_density,
-            K.K_REFERENCE_SOURCE: self.reference_source,
-            "iterations": self.settings.iterations,
-            **self._outcome,
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self._outcome)  # only the counts for the summary: the mask itself is the server's
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._outcome = dict(state)
+    def _summary_entries(self) -> dict[str, Any]:
+        return {"iterations": self.settings.iterations}
 
 
 def synflow_scores(
