@@ -131,7 +131,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from prunefl.errors import ConfigError
     from prunefl.report import plot_comparison, plot_run, write_comparison_report, write_report
-    from prunefl.report.comparison import COMPARISON_FILE, render_comparison
+    from prunefl.report.comparison import render_comparison
+    from prunefl.report.comparison_io import COMPARISON_FILE
 
     given = [Path(d) for d in args.run_dirs]
     comparisons = [d for d in given if (d / COMPARISON_FILE).is_file()]

@@ -18,7 +18,7 @@ from prunefl.experiments.config import RunConfig, load_config
 from prunefl.experiments.runner import build_run_method
 from prunefl.pruning.methods import ReferenceRun, all_specs
 from prunefl.pruning.methods.registry import REFERENCE_METHOD
-from prunefl.report.comparison import RUN_FAILED, RUN_OK, read_manifest
+from prunefl.report.comparison_io import RUN_FAILED, RUN_OK, read_manifest
 from prunefl.report.plots import PlotStyle
 
 SMALL = PlotStyle(width_in=3.0, height_in=2.0, dpi=40)

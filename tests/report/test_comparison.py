@@ -1,4 +1,5 @@
-"""Tests for prunefl.report.comparison: aggregates over seeds of a comparison folder, its table, report and plots."""
+"""Tests for a comparison folder's report: manifest (comparison_io), aggregates over seeds and table
+(comparison_table), plots (comparison_plots) and report.md (comparison)."""
 
 from __future__ import annotations
 
@@ -30,23 +31,18 @@ from prunefl.metrics import (
     K_TEST_ACCURACY,
 )
 from prunefl.pruning.methods import all_specs
-from prunefl.report.comparison import (
-    ACCURACY_VS_TIME_SEEDS,
+from prunefl.report.comparison import render_comparison
+from prunefl.report.comparison_io import (
     COMPARISON_FILE,
-    DENSITY_VS_ROUND_SEEDS,
-    LOTTERY_TICKET,
     RUN_FAILED,
     RUN_OK,
     ComparisonManifest,
     RunRecord,
-    Spread,
-    aggregate_comparison,
-    format_comparison_table,
     load_comparison,
-    mean_curve,
     read_manifest,
-    render_comparison,
 )
+from prunefl.report.comparison_plots import ACCURACY_VS_TIME_SEEDS, DENSITY_VS_ROUND_SEEDS, LOTTERY_TICKET, mean_curve
+from prunefl.report.comparison_table import Spread, aggregate_comparison, format_comparison_table
 from prunefl.report.plots import PlotStyle
 
 SMALL = PlotStyle(width_in=3.0, height_in=2.0, dpi=40)

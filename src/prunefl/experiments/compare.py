@@ -31,16 +31,9 @@ from prunefl.experiments.reference import resolve_reference
 from prunefl.experiments.results import CONFIG_FILE, SUMMARY_FILE, new_run_dir
 from prunefl.pruning.methods import ReferenceRun, get_spec
 from prunefl.pruning.methods.registry import REFERENCE_METHOD
-from prunefl.report.comparison import (
-    RUN_FAILED,
-    RUN_OK,
-    RUN_PENDING,
-    ComparisonManifest,
-    RunRecord,
-    aggregate_comparison,
-    format_comparison_table,
-    render_comparison,
-)
+from prunefl.report.comparison import render_comparison
+from prunefl.report.comparison_io import RUN_FAILED, RUN_OK, RUN_PENDING, ComparisonManifest, RunRecord
+from prunefl.report.comparison_table import aggregate_comparison, format_comparison_table
 from prunefl.report.plots import PlotStyle
 
 __all__ = ["RunProgress", "ComparisonResult", "run_comparison", "default_jobs", "run_dir_name"]

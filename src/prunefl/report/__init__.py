@@ -1,13 +1,9 @@
 """Plots and Markdown reports built from results folders, for one run or several compared."""
 
-from prunefl.report.comparison import (
-    ComparisonResults,
-    aggregate_comparison,
-    format_comparison_table,
-    load_comparison,
-    plot_comparison_folder,
-    render_comparison,
-)
+from prunefl.report.comparison import render_comparison
+from prunefl.report.comparison_io import ComparisonResults, load_comparison
+from prunefl.report.comparison_plots import plot_comparison_folder
+from prunefl.report.comparison_table import aggregate_comparison, format_comparison_table
 from prunefl.report.markdown import (
     format_summary_table,
     format_targets_table,

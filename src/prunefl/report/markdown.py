@@ -6,7 +6,6 @@ recomputed from the curves, so a report always agrees with the run's own summary
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -32,6 +31,19 @@ from prunefl.metrics import (
     K_WALL_S,
 )
 from prunefl.pruning.methods import all_specs
+from prunefl.report.formatting import (
+    MISSING,
+    NOT_REACHED,
+    config_section,
+    fmt_accuracy,
+    fmt_bytes,
+    fmt_count,
+    fmt_density,
+    fmt_float,
+    fmt_int,
+    fmt_seconds,
+    markdown_table,
+)
 from prunefl.report.plots import (
     ACCURACY_VS_ROUND,
     ACCURACY_VS_TIME,
@@ -39,7 +51,6 @@ from prunefl.report.plots import (
     DENSITY_VS_TIME,
     PLOTS_DIR,
     PlotStyle,
-    byte_unit,
     plot_comparison,
     plot_run,
     run_labels,
@@ -65,20 +76,12 @@ __all__ = ["REPORT_FILE", "write_report", "write_comparison_report", "format_sum
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "report.md"
-# Settings that identify a run (field paths of experiments/config.py), shown first; the rest is folded away.
-_KEY_CONFIG = (
-    "name", "seed", "data.dataset", "data.partition", "data.num_clients", "model.name", "fl.rounds",
-    "fl.clients_per_round", "fl.local_steps", "fl.batch_size", "fl.lr", "fl.target_accuracies", "timing.preset",
-    "pruning.method",
-)  # fmt: skip
 _PLOT_CAPTIONS = {
     ACCURACY_VS_TIME: "Test accuracy vs simulated time",
     ACCURACY_VS_ROUND: "Test accuracy vs round",
     DENSITY_VS_TIME: "Density vs simulated time",
     BYTES_VS_ROUND: "Cumulative bytes vs round",
 }
-_MISSING = "—"
-_NOT_REACHED = "n.r."
 
 
 def write_report(run: RunLike, *, make_plots: bool = False, style: PlotStyle | None = None) -> Path:
@@ -234,7 +237,7 @@ def format_summary_table(summaries: Sequence[dict[str, Any]], labels: Sequence[s
     prunefl      30     0.8601         —   25.00%          —          —         —           —
     """
     if labels is None:
-        labels = [str(summary.get(K_METHOD, _MISSING)) for summary in summaries]
+        labels = [str(summary.get(K_METHOD, MISSING)) for summary in summaries]
     elif len(labels) != len(summaries):
         raise ValueError(f"expected one label per summary ({len(summaries)}), got {len(labels)}: {list(labels)}")
     full = any(summary.get(K_FINAL_ACCURACY_FULL) is not None for summary in summaries)
@@ -243,15 +246,15 @@ def format_summary_table(summaries: Sequence[dict[str, Any]], labels: Sequence[s
     body = [
         [
             label,
-            _fmt_int(summary.get(K_ROUNDS)),
-            _fmt_accuracy(summary.get(K_FINAL_ACCURACY)),
-            *([_fmt_accuracy(summary.get(K_FINAL_ACCURACY_FULL))] if full else []),
-            _fmt_accuracy(summary.get(K_BEST_ACCURACY)),
-            _fmt_density(summary.get(K_FINAL_DENSITY)),
-            _fmt_seconds(summary.get(K_SIM_CLOCK_S)),
-            _fmt_seconds(summary.get(K_WALL_S)),
-            _fmt_bytes(summary.get(K_BYTES_UP)),
-            _fmt_bytes(summary.get(K_BYTES_DOWN)),
+            fmt_int(summary.get(K_ROUNDS)),
+            fmt_accuracy(summary.get(K_FINAL_ACCURACY)),
+            *([fmt_accuracy(summary.get(K_FINAL_ACCURACY_FULL))] if full else []),
+            fmt_accuracy(summary.get(K_BEST_ACCURACY)),
+            fmt_density(summary.get(K_FINAL_DENSITY)),
+            fmt_seconds(summary.get(K_SIM_CLOCK_S)),
+            fmt_seconds(summary.get(K_WALL_S)),
+            fmt_bytes(summary.get(K_BYTES_UP)),
+            fmt_bytes(summary.get(K_BYTES_DOWN)),
         ]
         for label, summary in zip(labels, summaries, strict=True)
     ]
@@ -282,7 +285,7 @@ def format_targets_table(summaries: Sequence[dict[str, Any]], labels: Sequence[s
        0.8  fedavg      45  2,000.0 s     1.00×
     """
     if labels is None:
-        labels = [str(summary.get(K_METHOD, _MISSING)) for summary in summaries]
+        labels = [str(summary.get(K_METHOD, MISSING)) for summary in summaries]
     baselines = {spec.name for spec in all_specs() if spec.baseline}
     baseline = next((s for s in summaries if s.get(K_METHOD) in baselines), None)
     header = ["target", "run", "round", "sim time", "speed-up"]
@@ -293,9 +296,9 @@ def format_targets_table(summaries: Sequence[dict[str, Any]], labels: Sequence[s
         for label, summary in zip(labels, summaries, strict=True):
             entry = _target_entry(summary, target)
             t = entry.get(K_SIM_CLOCK_S)
-            speed = "" if base_t is None else (_NOT_REACHED if t is None else f"{base_t / t:.2f}×")
-            body.append([f"{target:g}", label, _fmt_int(entry.get(K_ROUND), _NOT_REACHED),
-                         _fmt_seconds(t, _NOT_REACHED), speed])
+            speed = "" if base_t is None else (NOT_REACHED if t is None else f"{base_t / t:.2f}×")
+            body.append([f"{target:g}", label, fmt_int(entry.get(K_ROUND), NOT_REACHED),
+                         fmt_seconds(t, NOT_REACHED), speed])
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = [
         "  ".join([row[0].rjust(widths[0]), row[1].ljust(widths[1]),
@@ -310,41 +313,41 @@ def _run_report_lines(run: RunResults) -> Iterator[str]:
     yield f"# Run report: {run.run_dir.name}"
     yield ""
     yield f"- **Method:** {run.method}{_extension_note(run.method)}"
-    yield f"- **Rounds:** {_fmt_int(summary.get(K_ROUNDS))}"
+    yield f"- **Rounds:** {fmt_int(summary.get(K_ROUNDS))}"
     yield f"- **Results folder:** `{run.run_dir}`"
     yield ""
     if run.config:
-        yield from _config_lines(run.config)
+        yield from config_section(run.config)
     yield "## Summary"
     yield ""
-    yield from _table(
+    yield from markdown_table(
         ["quantity", "value"],
         [
-            ["final accuracy", _fmt_accuracy(summary.get(K_FINAL_ACCURACY))],
-            ["best accuracy", _fmt_accuracy(summary.get(K_BEST_ACCURACY))],
-            ["final accuracy, full test set", _fmt_accuracy(summary.get(K_FINAL_ACCURACY_FULL))],
-            ["final density", _fmt_density(summary.get(K_FINAL_DENSITY))],
-            ["simulated time", _fmt_seconds(summary.get(K_SIM_CLOCK_S))],
-            ["wall time", _fmt_seconds(summary.get(K_WALL_S))],
-            ["bytes up", _fmt_bytes(summary.get(K_BYTES_UP))],
-            ["bytes down", _fmt_bytes(summary.get(K_BYTES_DOWN))],
-            ["total bytes", _fmt_bytes(_sum_or_none(summary.get(K_BYTES_UP), summary.get(K_BYTES_DOWN)))],
+            ["final accuracy", fmt_accuracy(summary.get(K_FINAL_ACCURACY))],
+            ["best accuracy", fmt_accuracy(summary.get(K_BEST_ACCURACY))],
+            ["final accuracy, full test set", fmt_accuracy(summary.get(K_FINAL_ACCURACY_FULL))],
+            ["final density", fmt_density(summary.get(K_FINAL_DENSITY))],
+            ["simulated time", fmt_seconds(summary.get(K_SIM_CLOCK_S))],
+            ["wall time", fmt_seconds(summary.get(K_WALL_S))],
+            ["bytes up", fmt_bytes(summary.get(K_BYTES_UP))],
+            ["bytes down", fmt_bytes(summary.get(K_BYTES_DOWN))],
+            ["total bytes", fmt_bytes(_sum_or_none(summary.get(K_BYTES_UP), summary.get(K_BYTES_DOWN)))],
         ],
     )
     targets = summary.get(K_TARGETS) or []
     if targets:
         yield "## Time to target accuracy"
         yield ""
-        yield f"First round whose evaluation reaches the target; {_NOT_REACHED} = not reached."
+        yield f"First round whose evaluation reaches the target; {NOT_REACHED} = not reached."
         yield ""
-        yield from _table(
+        yield from markdown_table(
             ["target accuracy", "round", "simulated time", "wall time"],
             [
                 [
                     f"{float(target[K_TARGET_ACCURACY]):g}",
-                    _fmt_int(target.get(K_ROUND), missing=_NOT_REACHED),
-                    _fmt_seconds(target.get(K_SIM_CLOCK_S), missing=_NOT_REACHED),
-                    _fmt_seconds(target.get(K_WALL_S), missing=_NOT_REACHED),
+                    fmt_int(target.get(K_ROUND), missing=NOT_REACHED),
+                    fmt_seconds(target.get(K_SIM_CLOCK_S), missing=NOT_REACHED),
+                    fmt_seconds(target.get(K_WALL_S), missing=NOT_REACHED),
                 ]
                 for target in targets
             ],
@@ -353,14 +356,14 @@ def _run_report_lines(run: RunResults) -> Iterator[str]:
     if ip:
         yield "## Initial pruning"
         yield ""
-        yield from _table(
+        yield from markdown_table(
             ["IP rounds", "density after IP", "charged to the clock", "IP compute at the client"],
             [
                 [
-                    _fmt_int(ip.get(K_ROUNDS)),
-                    _fmt_density(ip.get(K_FINAL_DENSITY)),
-                    _fmt_seconds(ip.get(K_SIM_CLOCK_S)),
-                    _fmt_seconds(ip.get(K_IP_COMPUTE_S)),
+                    fmt_int(ip.get(K_ROUNDS)),
+                    fmt_density(ip.get(K_FINAL_DENSITY)),
+                    fmt_seconds(ip.get(K_SIM_CLOCK_S)),
+                    fmt_seconds(ip.get(K_IP_COMPUTE_S)),
                 ]
             ],
         )
@@ -373,7 +376,7 @@ def _run_report_lines(run: RunResults) -> Iterator[str]:
             "one reconfiguration may remove (spec §2, §3.3)."
         )
         yield ""
-        yield from _table(
+        yield from markdown_table(
             ["round", "stage", "removed", "added", "density", "objective before", "objective after", "δ"],
             [_reconfig_cells(row) for row in reconfig_rows],
         )
@@ -383,7 +386,7 @@ def _run_report_lines(run: RunResults) -> Iterator[str]:
 def _comparison_report_lines(runs: list[RunResults], labels: list[str], out_dir: Path) -> Iterator[str]:
     yield f"# Comparison of {len(runs)} runs"
     yield ""
-    yield from _table(
+    yield from markdown_table(
         ["run", "method", "results folder"],
         [
             [label, run.method + _extension_note(run.method), f"`{run.run_dir}`"]
@@ -397,12 +400,12 @@ def _comparison_report_lines(runs: list[RunResults], labels: list[str], out_dir:
         yield "## Time to target accuracy"
         yield ""
         if baseline is None:
-            yield f"No FedAvg/conventional run among these, so no speed-up; {_NOT_REACHED} = not reached."
+            yield f"No FedAvg/conventional run among these, so no speed-up; {NOT_REACHED} = not reached."
         else:
             yield (
                 f"Speed-up = simulated time of {labels[baseline]} / simulated time of the run; `> x` where "
                 f"{labels[baseline]} never reached the target (a lower bound from its whole simulated time); "
-                f"{_NOT_REACHED} = not reached."
+                f"{NOT_REACHED} = not reached."
             )
         yield ""
         header = ["run", "method", "round", "simulated time", "wall time"]
@@ -417,52 +420,35 @@ def _comparison_report_lines(runs: list[RunResults], labels: list[str], out_dir:
                 cells = [
                     label,
                     run.method,
-                    _fmt_int(entry.get(K_ROUND), missing=_NOT_REACHED),
-                    _fmt_seconds(entry.get(K_SIM_CLOCK_S), missing=_NOT_REACHED),
-                    _fmt_seconds(entry.get(K_WALL_S), missing=_NOT_REACHED),
+                    fmt_int(entry.get(K_ROUND), missing=NOT_REACHED),
+                    fmt_seconds(entry.get(K_SIM_CLOCK_S), missing=NOT_REACHED),
+                    fmt_seconds(entry.get(K_WALL_S), missing=NOT_REACHED),
                 ]
                 if baseline is not None:
                     cells.append(_speed_up(reached[baseline], runs[baseline].summary, entry))
                 rows.append(cells)
-            yield from _table(header, rows)
+            yield from markdown_table(header, rows)
     yield "## Final results"
     yield ""
-    yield from _table(
+    yield from markdown_table(
         ["run", "rounds", "final accuracy", "best accuracy", "final density", "simulated time", "wall time",
          "bytes up", "bytes down"],
         [
             [
                 label,
-                _fmt_int(run.summary.get(K_ROUNDS)),
-                _fmt_accuracy(run.summary.get(K_FINAL_ACCURACY)),
-                _fmt_accuracy(run.summary.get(K_BEST_ACCURACY)),
-                _fmt_density(run.summary.get(K_FINAL_DENSITY)),
-                _fmt_seconds(run.summary.get(K_SIM_CLOCK_S)),
-                _fmt_seconds(run.summary.get(K_WALL_S)),
-                _fmt_bytes(run.summary.get(K_BYTES_UP)),
-                _fmt_bytes(run.summary.get(K_BYTES_DOWN)),
+                fmt_int(run.summary.get(K_ROUNDS)),
+                fmt_accuracy(run.summary.get(K_FINAL_ACCURACY)),
+                fmt_accuracy(run.summary.get(K_BEST_ACCURACY)),
+                fmt_density(run.summary.get(K_FINAL_DENSITY)),
+                fmt_seconds(run.summary.get(K_SIM_CLOCK_S)),
+                fmt_seconds(run.summary.get(K_WALL_S)),
+                fmt_bytes(run.summary.get(K_BYTES_UP)),
+                fmt_bytes(run.summary.get(K_BYTES_DOWN)),
             ]
             for label, run in zip(labels, runs, strict=True)
         ],
     )  # fmt: skip
     yield from _plot_lines(out_dir, out_dir)
-
-
-def _config_lines(config: dict[str, Any]) -> Iterator[str]:
-    leaves = dict(_flatten(config))
-    yield "## Configuration"
-    yield ""
-    key_rows = [[f"`{key}`", f"`{_toml_value(leaves[key])}`"] for key in _KEY_CONFIG if key in leaves]
-    if key_rows:
-        yield from _table(["key", "value"], key_rows)
-    yield "<details><summary>Full resolved configuration</summary>"
-    yield ""
-    yield "```toml"
-    yield from (f"{key} = {_toml_value(value)}" for key, value in leaves.items())
-    yield "```"
-    yield ""
-    yield "</details>"
-    yield ""
 
 
 def _plot_lines(plots_dir: Path, report_dir: Path) -> Iterator[str]:
@@ -480,18 +466,18 @@ def _plot_lines(plots_dir: Path, report_dir: Path) -> Iterator[str]:
 def _reconfig_cells(row: dict[str, Any]) -> list[str]:
     reconfig = row[K_RECONFIG]
     if K_DENSITY_BEFORE in reconfig and K_DENSITY_AFTER in reconfig:
-        density = f"{_fmt_density(reconfig[K_DENSITY_BEFORE])} → {_fmt_density(reconfig[K_DENSITY_AFTER])}"
+        density = f"{fmt_density(reconfig[K_DENSITY_BEFORE])} → {fmt_density(reconfig[K_DENSITY_AFTER])}"
     else:
-        density = _fmt_density(row.get(K_DENSITY))
+        density = fmt_density(row.get(K_DENSITY))
     return [
         str(row[K_ROUND]),
         str(row.get(K_STAGE, STAGE_FL)),
-        _fmt_count(reconfig.get(K_REMOVED)),
-        _fmt_count(reconfig.get(K_ADDED)),
+        fmt_count(reconfig.get(K_REMOVED)),
+        fmt_count(reconfig.get(K_ADDED)),
         density,
-        _fmt_float(reconfig.get(K_OBJECTIVE_BEFORE)),
-        _fmt_float(reconfig.get(K_OBJECTIVE_AFTER)),
-        _fmt_float(reconfig.get(K_MAX_DECREASE)),
+        fmt_float(reconfig.get(K_OBJECTIVE_BEFORE)),
+        fmt_float(reconfig.get(K_OBJECTIVE_AFTER)),
+        fmt_float(reconfig.get(K_MAX_DECREASE)),
     ]
 
 
@@ -503,36 +489,15 @@ def _target_entry(summary: dict[str, Any], target: float) -> dict[str, Any]:
 def _speed_up(baseline_entry: dict[str, Any], baseline_summary: dict[str, Any], entry: dict[str, Any]) -> str:
     time_s = entry.get(K_SIM_CLOCK_S)
     if time_s is None:
-        return _NOT_REACHED
+        return NOT_REACHED
     if time_s <= 0:
-        return _MISSING  # reached before any simulated time passed: no finite ratio
+        return MISSING  # reached before any simulated time passed: no finite ratio
     baseline_s = baseline_entry.get(K_SIM_CLOCK_S)
     if baseline_s is not None:
         return f"{baseline_s / time_s:.2f}×"
     # The baseline ran its whole window without reaching the target, so it would have needed more than that.
     window_s = baseline_summary.get(K_SIM_CLOCK_S)
-    return f"> {window_s / time_s:.2f}×" if window_s is not None else _MISSING
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Iterator[str]:
-    yield "| " + " | ".join(header) + " |"
-    yield "|" + "|".join("---" for _ in header) + "|"
-    for row in rows:
-        yield "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-    yield ""
-
-
-def _flatten(config: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in config.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
-def _toml_value(value: Any) -> str:
-    # JSON spells strings, booleans, numbers and arrays as TOML does; dates and times fall back to str().
-    return json.dumps(value, default=str)
+    return f"> {window_s / time_s:.2f}×" if window_s is not None else MISSING
 
 
 def _extension_note(method: str) -> str:
@@ -546,39 +511,3 @@ def _extension_note(method: str) -> str:
 
 def _sum_or_none(*values: int | None) -> int | None:
     return None if any(v is None for v in values) else sum(v for v in values if v is not None)
-
-
-def _fmt_accuracy(value: float | None) -> str:
-    return _MISSING if value is None else f"{value:.4f}"
-
-
-def _fmt_density(value: float | None) -> str:
-    return _MISSING if value is None else f"{value:.2%}"
-
-
-def _fmt_float(value: float | None) -> str:
-    return _MISSING if value is None else f"{value:.4g}"
-
-
-def _fmt_int(value: int | None, missing: str = _MISSING) -> str:
-    return missing if value is None else str(value)
-
-
-def _fmt_count(value: int | dict[str, int] | None) -> str:
-    if value is None:
-        return _MISSING
-    return f"{sum(value.values()) if isinstance(value, dict) else value:,}"
-
-
-def _fmt_seconds(value: float | None, missing: str = _MISSING) -> str:
-    if value is None:
-        return missing
-    hours = f" ({value / 3600:.2f} h)" if value >= 3600 else ""
-    return f"{value:,.1f} s{hours}"
-
-
-def _fmt_bytes(value: int | None) -> str:
-    if value is None:
-        return _MISSING
-    unit, size = byte_unit(value)
-    return f"{value} B" if unit == "B" else f"{value / size:.2f} {unit}"

@@ -49,6 +49,11 @@ __all__ = [
     "time_unit",
     "byte_unit",
     "run_labels",
+    "IP_END_ROUND",
+    "new_figure",
+    "save_figure",
+    "round_label",
+    "mark_targets",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +63,7 @@ ACCURACY_VS_TIME = "accuracy_vs_time.png"
 ACCURACY_VS_ROUND = "accuracy_vs_round.png"
 DENSITY_VS_TIME = "density_vs_time.png"
 BYTES_VS_ROUND = "bytes_vs_round.png"
+IP_END_ROUND = -0.5  # on a round axis the last IP round is -1 and the first FL round 0 (results_io.plot_round)
 
 # Training and size plots of the paper (spec §11.5): tab10 colours C0..C4.
 _FALLBACK_COLOURS = ("tab:olive", "tab:cyan", "black", "dimgray", "gold")  # an unregistered method looks like none
@@ -65,7 +71,6 @@ _LINESTYLES = ("-", "--", ":", "-.")  # repeated methods (several seeds) share a
 _TICK_HEIGHT = 0.04  # reconfiguration ticks, as a fraction of the axes height
 _MAX_LAYER_LEGEND = 10  # more per-layer lines than this get one legend entry instead of one each
 _LegendLoc = Literal["best", "lower right", "upper left"]
-_IP_END_ROUND = -0.5  # on a round axis the last IP round is -1 and the first FL round 0 (results_io.plot_round)
 
 
 @dataclass(frozen=True)
@@ -157,20 +162,20 @@ def plot_run(
     # --- test accuracy against simulated time and against round ---
     for file, x, xlabel, ip_end in (
         (ACCURACY_VS_TIME, x_time, f"Simulated time ({unit})", ip_end_time),
-        (ACCURACY_VS_ROUND, curves.x_round, _round_label(curves.has_ip), _IP_END_ROUND),
+        (ACCURACY_VS_ROUND, curves.x_round, round_label(curves.has_ip), IP_END_ROUND),
     ):
-        fig, ax = _new_figure(style)
+        fig, ax = new_figure(style)
         ax.plot(x[curves.evaluated], curves.accuracy, color=colour, marker="o", markersize=2.5, lw=1.2,
                 label=loaded.method)  # fmt: skip
         if not curves.evaluated.any():
             ax.text(0.5, 0.5, "no test evaluation recorded", transform=ax.transAxes, ha="center", color="0.4")
-        _mark_targets(ax, targets)
+        mark_targets(ax, targets)
         _mark_run_events(ax, curves, x, ip_end)
         ax.set(title=f"Test accuracy — {name}", xlabel=xlabel, ylabel="Test accuracy")
-        paths.append(_save(fig, ax, out / file, legend_loc="lower right"))
+        paths.append(save_figure(fig, ax, out / file, legend_loc="lower right"))
 
     # --- density (total and per layer) against simulated time ---
-    fig, ax = _new_figure(style)
+    fig, ax = new_figure(style)
     n_layers = len(curves.layer_density)
     for i, (layer, density, layer_colour) in enumerate(
         zip(curves.layer_density, curves.layer_density.values(), _layer_colours(n_layers), strict=True)
@@ -184,18 +189,18 @@ def plot_run(
     ax.set_ylim(0.0, 1.05)
     _mark_run_events(ax, curves, x_time, ip_end_time)
     ax.set(title=f"Density — {name}", xlabel=f"Simulated time ({unit})", ylabel="Density (fraction kept)")
-    paths.append(_save(fig, ax, out / DENSITY_VS_TIME, legend_loc="best"))
+    paths.append(save_figure(fig, ax, out / DENSITY_VS_TIME, legend_loc="best"))
 
     # --- cumulative bytes against round ---
-    fig, ax = _new_figure(style)
+    fig, ax = new_figure(style)
     b_unit, bytes_per_unit = byte_unit(float(max(curves.bytes_up.max(initial=0), curves.bytes_down.max(initial=0))))
     ax.plot(curves.x_round, curves.bytes_up / bytes_per_unit, color="C0", lw=1.5, label="up (clients → server)")
     ax.plot(curves.x_round, curves.bytes_down / bytes_per_unit, color="C3", lw=1.5, ls="--",
             label="down (server → clients)")  # fmt: skip
     ax.set_ylim(bottom=0.0)
-    _mark_run_events(ax, curves, curves.x_round, _IP_END_ROUND)
-    ax.set(title=f"Cumulative bytes — {name}", xlabel=_round_label(curves.has_ip), ylabel=f"Bytes ({b_unit})")
-    paths.append(_save(fig, ax, out / BYTES_VS_ROUND, legend_loc="upper left"))
+    _mark_run_events(ax, curves, curves.x_round, IP_END_ROUND)
+    ax.set(title=f"Cumulative bytes — {name}", xlabel=round_label(curves.has_ip), ylabel=f"Bytes ({b_unit})")
+    paths.append(save_figure(fig, ax, out / BYTES_VS_ROUND, legend_loc="upper left"))
     logger.debug("wrote %d plots of %s to %s", len(paths), loaded.run_dir, out)
     return paths
 
@@ -268,27 +273,27 @@ def plot_comparison(
     paths = []
 
     for file, by_time in ((ACCURACY_VS_TIME, True), (ACCURACY_VS_ROUND, False)):
-        fig, ax = _new_figure(style)
+        fig, ax = new_figure(style)
         for c, label, colour, ls in zip(curves, labels, colours, linestyles, strict=True):
             x = c.sim_s / seconds_per_unit if by_time else c.x_round
             ax.plot(x[c.evaluated], c.accuracy, color=colour, ls=ls, marker="o", markersize=2.0, lw=1.2, label=label)
-        _mark_targets(ax, targets)
+        mark_targets(ax, targets)
         if any_ip and not by_time:
-            ax.axvline(_IP_END_ROUND, color="0.4", ls="--", lw=1.0, label="end of IP")
+            ax.axvline(IP_END_ROUND, color="0.4", ls="--", lw=1.0, label="end of IP")
         ax.set(
             title=f"Test accuracy vs {'simulated time' if by_time else 'round'}",
-            xlabel=f"Simulated time ({unit})" if by_time else _round_label(any_ip),
+            xlabel=f"Simulated time ({unit})" if by_time else round_label(any_ip),
             ylabel="Test accuracy",
         )
-        paths.append(_save(fig, ax, out / file, legend_loc="lower right"))
+        paths.append(save_figure(fig, ax, out / file, legend_loc="lower right"))
 
-    fig, ax = _new_figure(style)
+    fig, ax = new_figure(style)
     for c, label, colour, ls in zip(curves, labels, colours, linestyles, strict=True):
         ax.plot(c.sim_s / seconds_per_unit, c.density, color=colour, ls=ls, lw=1.5, drawstyle="steps-post",
                 label=label)  # fmt: skip
     ax.set_ylim(0.0, 1.05)
     ax.set(title="Density vs simulated time", xlabel=f"Simulated time ({unit})", ylabel="Density (fraction kept)")
-    paths.append(_save(fig, ax, out / DENSITY_VS_TIME, legend_loc="best"))
+    paths.append(save_figure(fig, ax, out / DENSITY_VS_TIME, legend_loc="best"))
     logger.debug("wrote %d comparison plots of %d runs to %s", len(paths), len(loaded), out)
     return paths
 
@@ -366,6 +371,66 @@ def byte_unit(max_bytes: float) -> tuple[str, float]:
     return "B", 1.0
 
 
+def new_figure(style: PlotStyle) -> tuple[Figure, Axes]:
+    """A figure of ``style``'s size and resolution with one axes, outside ``pyplot`` (see the module docstring).
+
+    >>> fig, ax = new_figure(PlotStyle(2, 1.5, 50))
+    >>> fig.get_size_inches().tolist()
+    [2.0, 1.5]
+    """
+    # Constrained layout instead of bbox_inches="tight", so the PNG keeps exactly style.size_px.
+    fig = Figure(figsize=(style.width_in, style.height_in), dpi=style.dpi, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def save_figure(fig: Figure, ax: Axes, path: Path, *, legend_loc: _LegendLoc) -> Path:
+    """Give ``ax`` the house title size, grid and legend, write ``fig`` to ``path`` as PNG and clear it.
+
+    Overwrites ``path``; the legend, drawn only when something is labelled, keeps clear of the strip of
+    reconfiguration ticks. Returns ``path``.
+
+    >>> import tempfile
+    >>> fig, ax = new_figure(PlotStyle(2, 1.5, 50))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     save_figure(fig, ax, Path(d) / "a.png", legend_loc="best").stat().st_size > 0
+    True
+    """
+    ax.title.set_fontsize(10)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        # The legend's box leaves out the strip of reconfiguration ticks, so a legend at the bottom sits above them.
+        ax.legend(
+            loc=legend_loc, bbox_to_anchor=(0.0, _TICK_HEIGHT, 1.0, 1.0 - _TICK_HEIGHT), fontsize=7, framealpha=0.85
+        )
+    fig.savefig(path, dpi=fig.dpi, format="png")
+    fig.clear()  # drop the artists now; a Figure outside pyplot is otherwise freed only by the garbage collector
+    return path
+
+
+def round_label(has_ip: bool) -> str:
+    """The label of a round axis, which has IP rounds at negative indices when ``has_ip``.
+
+    >>> round_label(True)
+    'Round (IP at negative indices)'
+    """
+    return "Round (IP at negative indices)" if has_ip else "Round"
+
+
+def mark_targets(ax: Axes, targets: Sequence[float]) -> None:
+    """Draw each target accuracy as a dotted horizontal line on ``ax``, labelled with its value at the left.
+
+    >>> fig, ax = new_figure(PlotStyle(2, 1.5, 50))
+    >>> mark_targets(ax, [0.8, 0.9])
+    >>> len(ax.lines), ax.lines[0].get_label()
+    (2, 'target accuracy')
+    """
+    # Label on the left, where accuracy curves are still low and the text does not hide them.
+    to_axes_x = blended_transform_factory(ax.transAxes, ax.transData)
+    for i, target in enumerate(targets):
+        ax.axhline(target, color="0.5", ls=":", lw=0.9, label="target accuracy" if i == 0 else None)
+        ax.text(0.01, target, f"{target:g}", transform=to_axes_x, fontsize=7, color="0.35", ha="left", va="bottom")
+
+
 @dataclass(frozen=True)
 class _Curves:
     """One run's metrics as arrays, one entry per row (``accuracy`` only for evaluated rows)."""
@@ -406,37 +471,6 @@ class _Curves:
             has_ip=bool(ip),
             ip_end_s=float(ip[-1][K_SIM_CLOCK_S]) if ip else float("nan"),
         )
-
-
-def _new_figure(style: PlotStyle) -> tuple[Figure, Axes]:
-    # Constrained layout instead of bbox_inches="tight", so the PNG keeps exactly style.size_px.
-    fig = Figure(figsize=(style.width_in, style.height_in), dpi=style.dpi, layout="constrained")
-    return fig, fig.add_subplot()
-
-
-def _save(fig: Figure, ax: Axes, path: Path, *, legend_loc: _LegendLoc) -> Path:
-    ax.title.set_fontsize(10)
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        # The legend's box leaves out the strip of reconfiguration ticks, so a legend at the bottom sits above them.
-        ax.legend(
-            loc=legend_loc, bbox_to_anchor=(0.0, _TICK_HEIGHT, 1.0, 1.0 - _TICK_HEIGHT), fontsize=7, framealpha=0.85
-        )
-    fig.savefig(path, dpi=fig.dpi, format="png")
-    fig.clear()  # drop the artists now; a Figure outside pyplot is otherwise freed only by the garbage collector
-    return path
-
-
-def _round_label(has_ip: bool) -> str:
-    return "Round (IP at negative indices)" if has_ip else "Round"
-
-
-def _mark_targets(ax: Axes, targets: Sequence[float]) -> None:
-    # Label on the left, where accuracy curves are still low and the text does not hide them.
-    to_axes_x = blended_transform_factory(ax.transAxes, ax.transData)
-    for i, target in enumerate(targets):
-        ax.axhline(target, color="0.5", ls=":", lw=0.9, label="target accuracy" if i == 0 else None)
-        ax.text(0.01, target, f"{target:g}", transform=to_axes_x, fontsize=7, color="0.35", ha="left", va="bottom")
 
 
 def _mark_run_events(ax: Axes, curves: _Curves, x: np.ndarray, ip_end_x: float) -> None:
