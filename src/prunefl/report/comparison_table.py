@@ -28,7 +28,15 @@ from prunefl.metrics import (
     K_TARGETS,
 )
 from prunefl.pruning.methods import MethodSpec, all_specs
-from prunefl.report.formatting import MISSING, NOT_REACHED, fmt_accuracy, fmt_bytes, fmt_density, fmt_seconds
+from prunefl.report.formatting import (
+    MISSING,
+    NOT_REACHED,
+    fmt_accuracy,
+    fmt_bytes,
+    fmt_density,
+    fmt_seconds,
+    text_table,
+)
 
 __all__ = [
     "Spread",
@@ -206,14 +214,8 @@ def format_comparison_table(rows: Sequence[MethodRow]) -> str:
     PruneFL (no IP)    1/2                      406 s, r 80, 1/1    2.00×, 1/1     0.8000         —        —         —           —         —
     """
     header, body = table_cells(rows)
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     left = {0, len(header) - 1} if header[-1] == "notes" else {0}  # names and notes left-aligned, numbers right
-    lines = [
-        "  ".join(cell.ljust(w) if i in left else cell.rjust(w)
-                  for i, (cell, w) in enumerate(zip(row, widths, strict=True)))  # fmt: skip
-        for row in [header, ["-" * w for w in widths], *body]
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    return text_table(header, body, left)
 
 
 def table_cells(rows: Sequence[MethodRow]) -> tuple[list[str], list[list[str]]]:

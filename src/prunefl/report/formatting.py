@@ -8,7 +8,7 @@ spelling, so the Markdown reports and the CLI's tables agree.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from prunefl.report.plots import byte_unit
@@ -23,6 +23,7 @@ __all__ = [
     "fmt_count",
     "fmt_seconds",
     "fmt_bytes",
+    "text_table",
     "markdown_table",
     "config_section",
 ]
@@ -107,6 +108,27 @@ def fmt_bytes(value: int | None) -> str:
         return MISSING
     unit, size = byte_unit(value)
     return f"{value} B" if unit == "B" else f"{value / size:.2f} {unit}"
+
+
+def text_table(header: Sequence[str], body: Sequence[Sequence[str]], left: Collection[int] = (0,)) -> str:
+    """A plain-text table with aligned columns, for the terminal: header, a rule of dashes, then the body.
+
+    Columns are two spaces apart; those whose index is in ``left`` are left-aligned (names), the others
+    right-aligned (numbers) (default: only the first). Lines carry no trailing spaces and the text no final newline.
+
+    >>> print(text_table(["run", "acc"], [["fedavg", "0.8512"], ["prunefl", "0.86"]]))
+    run         acc
+    -------  ------
+    fedavg   0.8512
+    prunefl    0.86
+    """
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) if i in left else cell.rjust(w)
+                  for i, (cell, w) in enumerate(zip(row, widths, strict=True)))  # fmt: skip
+        for row in [header, ["-" * w for w in widths], *body]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Iterator[str]:

@@ -43,6 +43,7 @@ from prunefl.report.formatting import (
     fmt_int,
     fmt_seconds,
     markdown_table,
+    text_table,
 )
 from prunefl.report.plots import (
     ACCURACY_VS_ROUND,
@@ -258,13 +259,7 @@ def format_summary_table(summaries: Sequence[dict[str, Any]], labels: Sequence[s
         ]
         for label, summary in zip(labels, summaries, strict=True)
     ]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    # First column (names) left-aligned, numbers right-aligned.
-    lines = [
-        "  ".join([row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))])
-        for row in [header, ["-" * w for w in widths], *body]
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    return text_table(header, body)  # names left-aligned, numbers right-aligned
 
 
 def format_targets_table(summaries: Sequence[dict[str, Any]], labels: Sequence[str] | None = None) -> str:
@@ -299,13 +294,7 @@ def format_targets_table(summaries: Sequence[dict[str, Any]], labels: Sequence[s
             speed = "" if base_t is None else (NOT_REACHED if t is None else f"{base_t / t:.2f}×")
             body.append([f"{target:g}", label, fmt_int(entry.get(K_ROUND), NOT_REACHED),
                          fmt_seconds(t, NOT_REACHED), speed])
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines = [
-        "  ".join([row[0].rjust(widths[0]), row[1].ljust(widths[1]),
-                   *(cell.rjust(w) for cell, w in zip(row[2:], widths[2:], strict=True))])
-        for row in [header, ["-" * w for w in widths], *body]
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    return text_table(header, body, left={1})  # the run names left-aligned, numbers right-aligned
 
 
 def _run_report_lines(run: RunResults) -> Iterator[str]:
