@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from prunefl.metrics import K_DENSITY, K_ROUND, K_SIM_CLOCK_S, K_TARGET_ACCURACY, K_TARGETS, K_TEST_ACCURACY
+from prunefl.metrics import K_DENSITY, K_ROUND, K_SIM_CLOCK_S, K_TEST_ACCURACY
 from prunefl.pruning.methods import MethodSpec, all_specs
 from prunefl.report.comparison_io import ComparisonResults
 from prunefl.report.comparison_table import aggregate_comparison
@@ -25,7 +25,7 @@ from prunefl.report.plots import (
     save_figure,
     time_unit,
 )
-from prunefl.report.results_io import RunResults, evaluated_rows, fl_rows, plot_round
+from prunefl.report.results_io import RunResults, evaluated_rows, fl_rows, plot_round, target_accuracies
 
 __all__ = [
     "ACCURACY_VS_TIME_SEEDS",
@@ -125,8 +125,7 @@ def plot_comparison_folder(comparison: ComparisonResults, out_dir: str | os.Path
         if runs:
             by_method.setdefault(row.method, runs)
     colours = dict(zip(by_method, method_colours(list(by_method)), strict=True))
-    targets = sorted({float(t[K_TARGET_ACCURACY]) for run in comparison.runs.values()
-                      for t in run.summary.get(K_TARGETS) or []})  # fmt: skip
+    targets = target_accuracies(run.summary for run in comparison.runs.values())
     paths = []
 
     # --- (a) accuracy against simulated time ---

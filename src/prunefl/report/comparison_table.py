@@ -37,6 +37,7 @@ from prunefl.report.formatting import (
     fmt_seconds,
     text_table,
 )
+from prunefl.report.results_io import target_accuracies
 
 __all__ = [
     "Spread",
@@ -175,8 +176,7 @@ def aggregate_comparison(summaries: Mapping[str, Mapping[int, Mapping[str, Any] 
     specs = {spec.name: spec for spec in all_specs()}
     order = {name: i for i, name in enumerate(specs)}
     methods = sorted(summaries, key=lambda m: (order.get(m, len(order)), list(summaries).index(m)))
-    targets = sorted({float(t[K_TARGET_ACCURACY]) for per_seed in summaries.values() for s in per_seed.values()
-                      if s is not None for t in s.get(K_TARGETS) or []})  # fmt: skip
+    targets = target_accuracies(s for per_seed in summaries.values() for s in per_seed.values() if s is not None)
     baseline = next((m for m in methods if m in specs and specs[m].baseline), None)
     baseline_times = (
         {seed: _target_times(s, targets, 0.0) for seed, s in summaries[baseline].items() if s is not None}

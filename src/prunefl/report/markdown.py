@@ -70,6 +70,7 @@ from prunefl.report.results_io import (
     RunLike,
     RunResults,
     load_run,
+    target_accuracies,
 )
 
 __all__ = ["REPORT_FILE", "write_report", "write_comparison_report", "format_summary_table", "format_targets_table"]
@@ -285,7 +286,7 @@ def format_targets_table(summaries: Sequence[dict[str, Any]], labels: Sequence[s
     baseline = next((s for s in summaries if s.get(K_METHOD) in baselines), None)
     header = ["target", "run", "round", "sim time", "speed-up"]
     body = []
-    targets = sorted({float(t[K_TARGET_ACCURACY]) for s in summaries for t in s.get(K_TARGETS) or []})
+    targets = target_accuracies(summaries)
     for target in targets:
         base_t = _target_entry(baseline, target).get(K_SIM_CLOCK_S) if baseline is not None else None
         for label, summary in zip(labels, summaries, strict=True):
@@ -384,7 +385,7 @@ def _comparison_report_lines(runs: list[RunResults], labels: list[str], out_dir:
     )
     baselines = {spec.name for spec in all_specs() if spec.baseline}  # speed-ups are against the first of these
     baseline = next((i for i, run in enumerate(runs) if run.method.lower() in baselines), None)
-    targets = sorted({float(t[K_TARGET_ACCURACY]) for run in runs for t in run.summary.get(K_TARGETS) or []})
+    targets = target_accuracies(run.summary for run in runs)
     if targets:
         yield "## Time to target accuracy"
         yield ""

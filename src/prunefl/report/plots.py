@@ -30,11 +30,17 @@ from prunefl.metrics import (
     K_LAYER_DENSITY,
     K_RECONFIG,
     K_SIM_CLOCK_S,
-    K_TARGET_ACCURACY,
-    K_TARGETS,
     K_TEST_ACCURACY,
 )
-from prunefl.report.results_io import RunLike, RunResults, evaluated_rows, ip_rows, load_run, plot_round
+from prunefl.report.results_io import (
+    RunLike,
+    RunResults,
+    evaluated_rows,
+    ip_rows,
+    load_run,
+    plot_round,
+    target_accuracies,
+)
 
 __all__ = [
     "PlotStyle",
@@ -155,7 +161,7 @@ def plot_run(
     unit, seconds_per_unit = time_unit(float(curves.sim_s.max(initial=0.0)))
     x_time = curves.sim_s / seconds_per_unit
     ip_end_time = curves.ip_end_s / seconds_per_unit
-    targets = _target_accuracies([loaded.summary])
+    targets = target_accuracies([loaded.summary])
     name = f"{loaded.method} ({loaded.run_dir.name})"
     paths = []
 
@@ -268,7 +274,7 @@ def plot_comparison(
     colours = method_colours([run.method for run in loaded])
     linestyles = _repeat_linestyles([run.method for run in loaded])
     unit, seconds_per_unit = time_unit(max(float(c.sim_s.max(initial=0.0)) for c in curves))
-    targets = _target_accuracies([run.summary for run in loaded])
+    targets = target_accuracies([run.summary for run in loaded])
     any_ip = any(c.has_ip for c in curves)
     paths = []
 
@@ -503,10 +509,6 @@ def _repeat_linestyles(methods: Sequence[str]) -> list[str]:
         styles.append(_LINESTYLES[seen.get(key, 0) % len(_LINESTYLES)])
         seen[key] = seen.get(key, 0) + 1
     return styles
-
-
-def _target_accuracies(summaries: Sequence[dict[str, Any]]) -> list[float]:
-    return sorted({float(t[K_TARGET_ACCURACY]) for s in summaries for t in s.get(K_TARGETS) or []})
 
 
 def _check_positive(name: str, value: float) -> None:

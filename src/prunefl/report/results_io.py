@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -32,6 +32,8 @@ from prunefl.metrics import (  # noqa: F401  (re-exported for the other report m
     K_ROUND,
     K_SIM_CLOCK_S,
     K_STAGE,
+    K_TARGET_ACCURACY,
+    K_TARGETS,
     K_TEST_ACCURACY,
     STAGE_FL,
     STAGE_IP,
@@ -51,6 +53,7 @@ __all__ = [
     "ip_rows",
     "fl_rows",
     "plot_round",
+    "target_accuracies",
 ]
 
 logger = logging.getLogger(__name__)
@@ -302,6 +305,15 @@ def plot_round(rows: Sequence[dict[str, Any]]) -> list[int]:
     ip_round_numbers = [int(row[K_ROUND]) for row in ip_rows(rows)]
     ip_offset = max(ip_round_numbers) + 1 if ip_round_numbers else 0
     return [int(row[K_ROUND]) - ip_offset if row.get(K_STAGE) == STAGE_IP else int(row[K_ROUND]) for row in rows]
+
+
+def target_accuracies(summaries: Iterable[Mapping[str, Any]]) -> list[float]:
+    """The target accuracies any of the run ``summaries`` lists (``targets``), each once, ascending.
+
+    >>> target_accuracies([{"targets": [{"target-accuracy": 0.8}]}, {"targets": [{"target-accuracy": 0.7}]}, {}])
+    [0.7, 0.8]
+    """
+    return sorted({float(t[K_TARGET_ACCURACY]) for s in summaries for t in s.get(K_TARGETS) or []})
 
 
 def _read_text(file: Path) -> str:
