@@ -20,7 +20,7 @@ from prunefl.report.comparison_plots import (
     plot_comparison_folder,
 )
 from prunefl.report.comparison_table import MethodRow, aggregate_comparison, format_comparison_table, table_cells
-from prunefl.report.formatting import MISSING, NOT_REACHED, config_section, fmt_seconds, markdown_table
+from prunefl.report.formatting import MISSING, NOT_REACHED, config_section, fmt_seconds, markdown_table, plots_section
 from prunefl.report.markdown import REPORT_FILE
 from prunefl.report.plots import PLOTS_DIR, PlotStyle
 
@@ -66,7 +66,8 @@ def render_comparison(
     Returns
     -------
     RenderedComparison
-        The report path, the plots written, and the plain-text table (:func:`~prunefl.report.comparison_table.format_comparison_table`).
+        The report path, the plots written, and the plain-text table
+        (:func:`~prunefl.report.comparison_table.format_comparison_table`).
 
     Raises
     ------
@@ -125,13 +126,7 @@ def _report_lines(comparison: ComparisonResults, rows: list[MethodRow]) -> Itera
         if isinstance(varying.get("pruning"), dict):
             varying["pruning"] = {k: v for k, v in varying["pruning"].items() if k != "method"}
         yield from config_section(varying)  # the method and seed vary across runs; every other setting is shared
-    present = [(f, c) for f, c in _PLOT_CAPTIONS.items() if (comparison.out_dir / PLOTS_DIR / f).is_file()]
-    if present:
-        yield "## Plots"
-        yield ""
-        for file, caption in present:
-            yield f"![{caption}]({PLOTS_DIR}/{file})"
-            yield ""
+    yield from plots_section(_PLOT_CAPTIONS, comparison.out_dir / PLOTS_DIR, comparison.out_dir)
     yield "## Runs"
     yield ""
     yield from markdown_table(

@@ -8,7 +8,9 @@ spelling, so the Markdown reports and the CLI's tables agree.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Sequence
+import os
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from prunefl.report.plots import byte_unit
@@ -26,6 +28,7 @@ __all__ = [
     "text_table",
     "markdown_table",
     "config_section",
+    "plots_section",
 ]
 
 MISSING = "—"  # a value the run did not record
@@ -171,6 +174,30 @@ def config_section(config: dict[str, Any]) -> Iterator[str]:
     yield ""
     yield "</details>"
     yield ""
+
+
+def plots_section(captions: Mapping[str, str], plots_dir: Path, report_dir: Path) -> Iterator[str]:
+    """The lines of a report's "Plots" section: each PNG of ``captions`` found in ``plots_dir``, in that order.
+
+    ``captions`` maps file names to captions; images link by their path relative to ``report_dir``, the folder
+    of the report. Nothing when none of the files exists.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     (Path(d) / "plots").mkdir()
+    ...     _ = (Path(d) / "plots" / "a.png").write_bytes(b"")
+    ...     list(plots_section({"a.png": "Accuracy", "b.png": "Bytes"}, Path(d) / "plots", Path(d)))
+    ['## Plots', '', '![Accuracy](plots/a.png)', '']
+    """
+    present = [(file, caption) for file, caption in captions.items() if (plots_dir / file).is_file()]
+    if not present:
+        return
+    yield "## Plots"
+    yield ""
+    for file, caption in present:
+        relative = Path(os.path.relpath(plots_dir / file, report_dir)).as_posix()
+        yield f"![{caption}]({relative})"
+        yield ""
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -43,6 +43,7 @@ from prunefl.report.formatting import (
     fmt_int,
     fmt_seconds,
     markdown_table,
+    plots_section,
     text_table,
 )
 from prunefl.report.plots import (
@@ -370,7 +371,7 @@ def _run_report_lines(run: RunResults) -> Iterator[str]:
             ["round", "stage", "removed", "added", "density", "objective before", "objective after", "δ"],
             [_reconfig_cells(row) for row in reconfig_rows],
         )
-    yield from _plot_lines(run.run_dir / PLOTS_DIR, run.run_dir)
+    yield from plots_section(_PLOT_CAPTIONS, run.run_dir / PLOTS_DIR, run.run_dir)
 
 
 def _comparison_report_lines(runs: list[RunResults], labels: list[str], out_dir: Path) -> Iterator[str]:
@@ -438,19 +439,7 @@ def _comparison_report_lines(runs: list[RunResults], labels: list[str], out_dir:
             for label, run in zip(labels, runs, strict=True)
         ],
     )  # fmt: skip
-    yield from _plot_lines(out_dir, out_dir)
-
-
-def _plot_lines(plots_dir: Path, report_dir: Path) -> Iterator[str]:
-    present = [(file, caption) for file, caption in _PLOT_CAPTIONS.items() if (plots_dir / file).is_file()]
-    if not present:
-        return
-    yield "## Plots"
-    yield ""
-    for file, caption in present:
-        relative = Path(os.path.relpath(plots_dir / file, report_dir)).as_posix()
-        yield f"![{caption}]({relative})"
-        yield ""
+    yield from plots_section(_PLOT_CAPTIONS, out_dir, out_dir)
 
 
 def _reconfig_cells(row: dict[str, Any]) -> list[str]:
