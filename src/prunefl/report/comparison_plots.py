@@ -13,7 +13,7 @@ import numpy as np
 from prunefl.metrics import K_DENSITY, K_ROUND, K_SIM_CLOCK_S, K_TEST_ACCURACY
 from prunefl.pruning.methods import MethodSpec, all_specs
 from prunefl.report.comparison_io import ComparisonResults
-from prunefl.report.comparison_table import aggregate_comparison
+from prunefl.report.comparison_table import aggregate_comparison, method_label
 from prunefl.report.plots import (
     IP_END_ROUND,
     PLOTS_DIR,
@@ -188,9 +188,7 @@ def plot_comparison_folder(comparison: ComparisonResults, out_dir: str | os.Path
 
 
 def _legend(method: str, specs: Mapping[str, MethodSpec], n_seeds: int) -> str:
-    spec = specs.get(method)
-    name = method if spec is None else spec.display_name + (" (extension)" if spec.extension else "")
-    return f"{name} ({n_seeds} seed{'s' if n_seeds != 1 else ''})"
+    return f"{method_label(method, specs.get(method))} ({n_seeds} seed{'s' if n_seeds != 1 else ''})"
 
 
 def _band(ax: Any, x: np.ndarray, mean: np.ndarray, low: np.ndarray, high: np.ndarray, colour: str, label: str,

@@ -46,6 +46,7 @@ __all__ = [
     "aggregate_comparison",
     "format_comparison_table",
     "table_cells",
+    "method_label",
 ]
 
 _CLOCK_CHARGED = "IP charged"
@@ -260,6 +261,19 @@ def table_cells(rows: Sequence[MethodRow]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def method_label(method: str, spec: MethodSpec | None) -> str:
+    """A method's name in a comparison's table and figures: its display name, with "(extension)" where it is not in
+    the official PruneFL code (spec §8); an unregistered method (``spec`` None) keeps its own name.
+
+    >>> from prunefl.pruning.methods import get_spec
+    >>> method_label("synflow", get_spec("synflow")), method_label("mine", None)
+    ('SynFlow (extension)', 'mine')
+    """
+    if spec is None:
+        return method
+    return spec.display_name + (" (extension)" if spec.extension else "")
+
+
 def _method_row(
     method: str,
     spec: MethodSpec | None,
@@ -291,9 +305,7 @@ def _method_row(
             runs=len(finished),
             speed_up=speed_up,
         ))  # fmt: skip
-    label = method if spec is None else spec.display_name
-    if spec is not None and spec.extension:
-        label += " (extension)"
+    label = method_label(method, spec)
     if clock:
         label += f" [{clock}]"
     sim_times = [float(s[K_SIM_CLOCK_S]) + shifts[seed] for seed, s in finished.items()
