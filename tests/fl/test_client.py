@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from prunefl.data.dataset import ArrayDataset
+from prunefl.errors import CheckpointError
 from prunefl.fl.batches import BatchStream
 from prunefl.fl.client import ClientState, SwapCache, client_step, model_state
 from prunefl.fl.losses import make_loss
@@ -178,3 +181,41 @@ def test_round_sum_importance_of_sparse_layers_comes_from_recorded_rows_not_per_
     assert layer.dense_weight_grad is False and layer.record_inputs is False and layer.weight_grad is None
     for k in dense.importance:
         np.testing.assert_allclose(sparse.importance[k], dense.importance[k], rtol=1e-4, atol=1e-7)
+
+
+def test_client_state_survives_safetensors_and_json_and_trains_on_identically(tmp_path) -> None:
+    # Prepare: a client with importance, a used batch stream and augmentation state, after one round
+    from safetensors.torch import load_file, save_file
+
+    model, ds, state, masks = _setup()
+    ins = TrainIns(0, state, masks, 0.1, 2, 3, importance_mode="round_sum", upload_importance=False)
+    client = _client(ds)
+    client_step(model, ins, client, ds, make_loss("cross_entropy", 3))
+    saved = client.state_dict()
+    tensors = {k: v for k, v in saved.items() if isinstance(v, torch.Tensor)}
+    save_file(tensors, str(tmp_path / "client.safetensors"))  # no pickle: tensors here, the rest as JSON
+    (tmp_path / "client.json").write_text(json.dumps({k: v for k, v in saved.items() if k not in tensors}))
+    # Execute: a fresh client of the same id and partition loads both files
+    fresh = ClientState(0, BatchStream(np.arange(ds.n_train), np.random.default_rng(7)), torch.Generator())
+    fresh.load_state_dict({**load_file(str(tmp_path / "client.safetensors")),
+                           **json.loads((tmp_path / "client.json").read_text())})
+    order = list(fresh.importance)
+    again = TrainIns(1, state, masks, 0.1, 2, 3, importance_mode="round_sum", upload_importance=True)
+    a = client_step(model, again, client, ds, make_loss("cross_entropy", 3))
+    b = client_step(model, again, fresh, ds, make_loss("cross_entropy", 3))
+    # Assert: importance names keep their order (it fixes the upload's layout), and the replies are equal
+    assert order == list(a.importance) == list(b.importance) == ["1.weight", "1.bias"]
+    assert all(np.array_equal(a.state[k], b.state[k]) for k in a.state)
+    assert all(np.array_equal(a.importance[k], b.importance[k]) for k in a.importance)
+
+
+def test_loading_another_clients_state_raises_and_changes_nothing() -> None:
+    # Prepare
+    _, ds, _, _ = _setup()
+    other = ClientState(3, BatchStream(np.arange(ds.n_train), np.random.default_rng(1)), torch.Generator())
+    client = _client(ds)
+    before = client.state_dict()
+    # Execute / Assert
+    with pytest.raises(CheckpointError, match="client-id=3, loaded into client 0"):
+        client.load_state_dict(other.state_dict())
+    assert torch.equal(client.state_dict()["batches/order"], before["batches/order"])

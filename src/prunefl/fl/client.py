@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from prunefl.data.dataset import ArrayDataset
+from prunefl.errors import CheckpointError
 from prunefl.fl.batches import BatchStream
+from prunefl.fl.links import ClientLink
 from prunefl.fl.messages import TrainIns, TrainRes
 from prunefl.sparse.backend import SparseLayers, sparsify_linear_layers_
 from prunefl.sparse.masks import apply_masks_, mask_gradients_
 
-__all__ = ["ClientState", "SwapCache", "client_step", "model_state", "load_model_state_"]
+__all__ = ["ClientState", "SwapCache", "choose_sparse_layers", "client_step", "model_state", "load_model_state_"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -35,7 +38,11 @@ class SwapCache:
 
 @dataclass
 class ClientState:
-    """What a client keeps between rounds: its data stream, importance since the last upload, momentum buffers.
+    """What a client keeps between rounds: data stream, RNGs, importance, momentum buffers, the masks it cached.
+
+    :meth:`state_dict` holds all of it as tensors and JSON-able values (no pickle), so a Flower ClientApp can
+    keep it in ``context.state`` between rounds and a checkpoint can hold it; a client rebuilt from the run's
+    config and loaded with it replies exactly as one that never stopped.
 
     Attributes
     ----------
@@ -55,6 +62,9 @@ class ClientState:
         empty when ``momentum`` is 0 or before the first round under the current masks (default: empty).
     momentum_mask_version : int or None
         The server mask version ``momentum_buffers`` were accumulated under (default: None).
+    link : ClientLink
+        The client half of the transport, with the masks it cached (default: ``ClientLink()``, default wire
+        settings).
     """
 
     client_id: int
@@ -64,6 +74,110 @@ class ClientState:
     momentum: float = 0.0
     momentum_buffers: dict[str, torch.Tensor] = field(default_factory=dict)
     momentum_mask_version: int | None = None
+    link: ClientLink = field(default_factory=ClientLink)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the client keeps across rounds, as a flat dict of tensors and JSON-able values.
+
+        Keys: ``client-id``; ``batches/order``, ``batches/position``, ``batches/rng`` (the batch stream);
+        ``augment-rng`` (uint8 tensor, the augmentation generator's state); ``importance/<name>`` with
+        ``importance-names`` (the accumulator, in its order, which fixes the order of the upload);
+        ``momentum-buffers/<name>`` with ``momentum-names`` and ``momentum-mask-version``; ``link/...`` (the
+        cached masks, :meth:`ClientLink.state_dict`). ``momentum`` is a setting, not state: it comes from the
+        config. Tensors are copies.
+
+        Examples
+        --------
+        >>> c = ClientState(2, BatchStream(np.arange(4), np.random.default_rng(0)), torch.Generator())
+        >>> c.state_dict()["client-id"], c.state_dict()["importance-names"]
+        (2, [])
+        """
+        out: dict[str, Any] = {"client-id": self.client_id}
+        out.update({f"batches/{k}": v for k, v in self.batches.state_dict().items()})
+        out["augment-rng"] = self.augment_generator.get_state()
+        out["importance-names"] = list(self.importance)
+        out.update({f"importance/{k}": v.detach().clone() for k, v in self.importance.items()})
+        out["momentum-names"] = list(self.momentum_buffers)
+        out.update({f"momentum-buffers/{k}": v.detach().clone() for k, v in self.momentum_buffers.items()})
+        out["momentum-mask-version"] = self.momentum_mask_version
+        out.update({f"link/{k}": v for k, v in self.link.state_dict().items()})
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned into a client built for the same id and partition.
+
+        Raises
+        ------
+        CheckpointError
+            The state is another client's, or a key is missing or malformed. The client is left unchanged
+            (every part is checked and built first, then swapped in).
+
+        Examples
+        --------
+        >>> a = ClientState(0, BatchStream(np.arange(4), np.random.default_rng(0)), torch.Generator())
+        >>> b = ClientState(0, BatchStream(np.arange(4), np.random.default_rng(1)), torch.Generator())
+        >>> _ = a.batches.next(3)
+        >>> b.load_state_dict(a.state_dict())
+        >>> b.batches.next(5).tolist() == a.batches.next(5).tolist()
+        True
+        """
+        if state.get("client-id") != self.client_id:
+            raise CheckpointError(
+                f"client state is for client-id={state.get('client-id')!r}, loaded into client {self.client_id}; "
+                "load each client's own state"
+            )
+        importance = _tensor_group(state, "importance", "importance-names")
+        buffers = _tensor_group(state, "momentum-buffers", "momentum-names")
+        version = state.get("momentum-mask-version")
+        if "momentum-mask-version" not in state or not (version is None or isinstance(version, int)):
+            raise CheckpointError(f"client state needs 'momentum-mask-version' (an int or None), got {version!r}")
+        generator_state = state.get("augment-rng")
+        if not isinstance(generator_state, torch.Tensor) or generator_state.dtype != torch.uint8:
+            raise CheckpointError(f"client state needs 'augment-rng' as a uint8 tensor, got {generator_state!r}")
+        try:  # on a scratch generator first
+            torch.Generator().set_state(generator_state.clone())
+        except RuntimeError as error:
+            raise CheckpointError(f"client state's 'augment-rng' is not a generator state: {error}") from error
+        link = ClientLink(self.link.settings)
+        link.load_state_dict(_group(state, "link"))
+        self.batches.load_state_dict(_group(state, "batches"))  # checks everything before it changes the stream
+        self.augment_generator.set_state(generator_state.clone())
+        self.importance = importance
+        self.momentum_buffers = buffers
+        self.momentum_mask_version = version
+        self.link = link
+
+
+def choose_sparse_layers(
+    masks: Mapping[str, np.ndarray] | Mapping[str, torch.Tensor],
+    break_even: Mapping[str, tuple[float, float]],
+    dense_weight_grad: bool,
+) -> set[str]:
+    """Choose the layers to train with the CSR kernel this round: those at or below their break-even density.
+
+    Parameters
+    ----------
+    masks : Mapping[str, numpy.ndarray or torch.Tensor]
+        The round's bool masks.
+    break_even : Mapping[str, tuple[float, float]]
+        Per ``nn.Linear`` weight, the break-even density (without, with) dense weight gradients, measured on the
+        machine that trains; 0 means the kernel never wins.
+    dense_weight_grad : bool
+        Whether the round tracks importance, so sparse layers must also compute dense weight gradients.
+
+    Examples
+    --------
+    >>> m, table = {"fc.weight": np.array([True, False, False, False])}, {"fc.weight": (0.3, 0.0)}
+    >>> choose_sparse_layers(m, table, dense_weight_grad=False), choose_sparse_layers(m, table, dense_weight_grad=True)
+    ({'fc.weight'}, set())
+    """
+    chosen = set()
+    for name, (without, with_dw) in break_even.items():  # one entry per nn.Linear layer, not per weight
+        threshold = with_dw if dense_weight_grad else without
+        # float32 mean, as torch computes it, so the choice is the same from numpy or torch masks
+        if threshold > 0 and float(torch.as_tensor(masks[name]).float().mean()) <= threshold:
+            chosen.add(name)
+    return chosen
 
 
 def client_step(
@@ -262,4 +376,24 @@ def _gradients(model: nn.Module, names: list[str], swap: SparseLayers | None) ->
     for n in names:  # one entry per parameter tensor (~10-60), not per element
         g = dense[n] if n in dense else model.get_parameter(n).grad
         out.append(g if g is not None else torch.zeros(_shape_of(model, n, swap)))  # unused parameter: no gradient
+    return out
+
+
+def _group(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries of ``state`` under ``prefix/``, with the prefix removed."""
+    cut = len(prefix) + 1
+    return {k[cut:]: v for k, v in state.items() if k.startswith(prefix + "/")}
+
+
+def _tensor_group(state: Mapping[str, Any], prefix: str, names_key: str) -> dict[str, torch.Tensor]:
+    """The tensors under ``prefix/``, in the order ``state[names_key]`` lists, as copies."""
+    names = state.get(names_key)
+    if not isinstance(names, list):
+        raise CheckpointError(f"client state needs {names_key!r} (a list of names), got {names!r}")
+    out = {}
+    for n in names:
+        value = state.get(f"{prefix}/{n}")
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"client state needs a tensor at '{prefix}/{n}', got {type(value).__name__}")
+        out[n] = value.detach().clone()
     return out
