@@ -23,7 +23,8 @@ from prunefl.experiments.config import load_config
 from prunefl.experiments.runner import build_simulation, load_run_dataset
 from prunefl.fl.aggregate import sum_importance
 from prunefl.fl.client import client_step
-from prunefl.fl.transport import Transport, WireSettings
+from prunefl.fl.links import ClientLink, ServerLink, WireSettings
+from prunefl.fl.selection import select_clients
 from prunefl.engines.simulation import SimulationEngine
 from prunefl.pruning import max_decrease, reconfigure
 from prunefl.machine import cpu_model
@@ -52,7 +53,9 @@ def main() -> None:
     uploads = []
     for r in range(config.fl.rounds):  # accumulate like the clients of one reconfiguration interval
         last = r == config.fl.rounds - 1
-        clients, ins = server.configure_train(r, upload_importance=last)
+        settings = server.settings
+        clients = select_clients(settings.num_clients, settings.clients_per_round, settings.seed, r)
+        ins = server.configure_train(r, upload_importance=last)
         replies = [client_step(setup.model, ins, engine.clients[c], setup.dataset, setup.loss_fn) for c in clients]
         server.aggregate_train(ins, replies)
         if last:
@@ -60,8 +63,16 @@ def main() -> None:
     rows = []
     exact = None
     for dtype, top_fraction in (("float32", 1.0), ("float16", 1.0), ("float32", 0.3), ("float32", 0.1)):
-        transport = Transport(WireSettings(importance_dtype=dtype, importance_top_fraction=top_fraction))
-        decoded, nbytes = zip(*(transport.collect(res, ins.masks) for res in uploads))
+        wire = WireSettings(importance_dtype=dtype, importance_top_fraction=top_fraction)
+        server_link = ServerLink(wire)
+        messages = server_link.encode_ins(ins, clients, mask_version=0)
+        sent = {}
+        for c, res in zip(clients, uploads):  # each client encodes against the masks its link decoded
+            link = ClientLink(wire)
+            link.decode_ins(messages[c])
+            sent[c] = link.encode_res(res)
+        decoded = [server_link.decode_res(c, data) for c, data in sent.items()]
+        nbytes = [len(data) for data in sent.values()]
         importance = sum_importance([d.importance for d in decoded])
         t0 = time.perf_counter()
         rec = reconfigure(

@@ -22,9 +22,9 @@ from prunefl.errors import ConfigError
 from prunefl.experiments.config import RunConfig
 from prunefl.experiments.reference import resolve_reference
 from prunefl.experiments.results import ResultsWriter, save_checkpoint, summarize
+from prunefl.fl.links import WireSettings
 from prunefl.fl.losses import make_loss
 from prunefl.fl.server import Server, ServerSettings
-from prunefl.fl.transport import Transport, WireSettings
 from prunefl.models import build_model
 from prunefl.models.init import apply_init_
 from prunefl.pruning.methods import Method, MethodContext, ReferenceRun, SetupView, build_method, get_spec
@@ -198,8 +198,8 @@ def build_simulation(
         clock=t.clock,
         comm=t.comm,
         seed=seed,
-        transport=Transport(WireSettings(t.wire_level or None, t.wire_values_dtype, t.wire_importance_dtype,
-                                         t.wire_importance_top_fraction)),
+        wire=WireSettings(t.wire_level or None, t.wire_values_dtype, t.wire_importance_dtype,
+                          t.wire_importance_top_fraction),
         break_even=break_even,
         method=method,
         momentum=f.momentum,

@@ -1,7 +1,7 @@
-"""The FL protocol, engine-agnostic: messages, client step, server step, aggregation, transport.
+"""The FL protocol, engine-agnostic: messages, client step, server step, aggregation, links, the round protocol.
 
 Only the dependency-free parts are re-exported here: ``prunefl.sparse`` builds on ``fl.messages``, so
-``fl.client`` and ``fl.transport`` (which build on ``prunefl.sparse``) are imported from their modules.
+``fl.client``, ``fl.links`` and ``fl.round`` (which build on ``prunefl.sparse``) are imported from their modules.
 """
 
 from prunefl.fl.aggregate import masked_aggregate, sum_importance

@@ -1,6 +1,6 @@
 """The server's state across rounds and its two paired steps: configure a round, aggregate its replies.
 
-Engine-agnostic: the simulation engine and the Flower strategy both drive this class and only move messages.
+Engine-agnostic: the round protocol (:mod:`prunefl.fl.round`) drives this class for every engine.
 The maths lives in free functions (:mod:`prunefl.fl.aggregate`, :mod:`prunefl.pruning`).
 """
 
@@ -18,7 +18,6 @@ from prunefl.errors import InconsistentRepliesError
 from prunefl.fl.aggregate import client_masked_aggregate, masked_aggregate, sum_importance
 from prunefl.fl.lr_schedule import learning_rate
 from prunefl.fl.messages import TrainIns, TrainRes
-from prunefl.fl.selection import select_clients
 
 __all__ = ["ServerSettings", "Server", "RoundUpdate"]
 
@@ -84,16 +83,14 @@ class Server:
         if self.settings.regrow_init == "zero":
             self.state = {k: (v * value[k] if k in value else v) for k, v in self.state.items()}
 
-    def configure_train(
-        self, round: int, upload_importance: bool = False, track_importance: bool = True
-    ) -> tuple[list[int], TrainIns]:
-        """Pick this round's clients and build the instruction they all receive.
+    def configure_train(self, round: int, upload_importance: bool = False, track_importance: bool = True) -> TrainIns:
+        """Build the instruction every participant of ``round`` receives.
 
-        ``track_importance=False`` tells clients to skip importance this round (outside an importance window),
-        so they need no dense weight gradients.
+        Who trains is the caller's choice (:func:`prunefl.fl.selection.select_clients` in the simulation; Flower
+        samples nodes), so selection is not hidden here. ``track_importance=False`` tells clients to skip
+        importance this round (outside an importance window), so they need no dense weight gradients.
         """
         s = self.settings
-        clients = select_clients(s.num_clients, s.clients_per_round, s.seed, round)
         lr = learning_rate(round, s.lr, s.lr_schedule, s.lr_half_life_rounds, s.lr_step_rounds, s.lr_step_gamma)
         ins = TrainIns(
             round=round,
@@ -105,7 +102,7 @@ class Server:
             importance_mode=s.importance_mode if track_importance else "off",
             upload_importance=upload_importance and track_importance and s.importance_mode != "off",
         )
-        return clients, ins
+        return ins
 
     def aggregate_train(self, ins: TrainIns, replies: Sequence[TrainRes]) -> RoundUpdate:
         """Validate the replies once, then replace the global state by their masked average.
