@@ -17,7 +17,7 @@ Hooks return decisions (new masks, new state, a record); they never mutate the s
 validated and applied in one place, by whichever engine runs the round. Everything a method keeps across rounds
 is in ``state_dict()`` (JSON-able scalars and lists, or tensors), which a checkpoint collects.
 
-Nothing here imports an engine, ``flwr``, ``prunefl.fl`` or ``prunefl.experiments``.
+Nothing here imports an engine, Flower, ``prunefl.fl`` or ``prunefl.experiments``.
 """
 
 from __future__ import annotations
