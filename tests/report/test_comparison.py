@@ -31,7 +31,7 @@ from prunefl.metrics import (
     K_TEST_ACCURACY,
 )
 from prunefl.pruning.methods import all_specs
-from prunefl.report.comparison import render_comparison
+from prunefl.report.comparison import render_comparison, wall_time_by_method
 from prunefl.report.comparison_io import (
     COMPARISON_FILE,
     RUN_FAILED,
@@ -305,3 +305,19 @@ def test_missing_manifest_says_what_was_expected(tmp_path: Path) -> None:
 
 def _label(method: str) -> str:
     return next(spec.display_name for spec in all_specs() if spec.name == method)
+
+
+def test_wall_time_is_summed_per_method_with_the_initial_pruning_part(tmp_path: Path) -> None:
+    # Prepare: every finished run took 1.5 s (the writer's records); one run of WITH_IP gets two IP rows, the last
+    # ending at 0.4 s of wall time; a failed run counts nothing
+    root = _write_comparison(tmp_path, {(BASELINE, 0): _summary(BASELINE, []), (WITH_IP, 0): _summary(WITH_IP, []),
+                                        (WITH_IP, 1): _summary(WITH_IP, []), (PLAIN, 0): "boom"})  # fmt: skip
+    metrics = root / WITH_IP / "seed-0" / "metrics.jsonl"
+    ip_rows = [{K_ROUND: i, K_STAGE: "ip", K_SIM_CLOCK_S: 0.0, K_DENSITY: 0.5, "wall-s": w, K_TEST_ACCURACY: None}
+               for i, w in enumerate((0.1, 0.4))]  # fmt: skip
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in ip_rows) + metrics.read_text())
+    # Execute
+    by_method = wall_time_by_method(load_comparison(root))
+    # Assert
+    assert by_method == {BASELINE: (1, 1.5, 0.0), WITH_IP: (2, 3.0, 0.4)}
+    assert "## Where the wall time went" in render_comparison(root, make_plots=False).report.read_text()

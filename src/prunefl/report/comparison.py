@@ -24,7 +24,7 @@ from prunefl.report.formatting import MISSING, NOT_REACHED, config_section, fmt_
 from prunefl.report.markdown import REPORT_FILE
 from prunefl.report.plots import PLOTS_DIR, PlotStyle
 
-__all__ = ["RenderedComparison", "render_comparison"]
+__all__ = ["RenderedComparison", "render_comparison", "wall_time_by_method"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def _report_lines(comparison: ComparisonResults, rows: list[MethodRow]) -> Itera
             varying["pruning"] = {k: v for k, v in varying["pruning"].items() if k != "method"}
         yield from config_section(varying)  # the method and seed vary across runs; every other setting is shared
     yield from plots_section(_PLOT_CAPTIONS, comparison.out_dir / PLOTS_DIR, comparison.out_dir)
+    yield from _wall_time_lines(comparison)
     yield "## Runs"
     yield ""
     yield from markdown_table(
@@ -134,3 +135,42 @@ def _report_lines(comparison: ComparisonResults, rows: list[MethodRow]) -> Itera
         [[r.method, str(r.seed), r.status, f"[`{r.run_dir}`]({r.run_dir})", fmt_seconds(r.wall_s),
           f"`{r.reference}`" if r.reference else MISSING] for r in m.runs],
     )  # fmt: skip
+
+
+def wall_time_by_method(comparison: ComparisonResults) -> dict[str, tuple[int, float, float]]:
+    """Where a comparison's real time went: ``{method: (finished runs, total wall s, of which initial pruning)}``.
+
+    A run's wall time is its manifest record's; the initial-pruning part is the wall clock of its last IP row
+    (IP runs before round 0). Methods without finished runs are left out.
+    """
+    out: dict[str, tuple[int, float, float]] = {}
+    for record in comparison.manifest.runs:
+        run = comparison.runs.get((record.method, record.seed))
+        if run is None or record.wall_s is None:
+            continue
+        ip_wall = max((float(r["wall-s"]) for r in run.rows if r.get("stage") == "ip"), default=0.0)
+        n, total, ip = out.get(record.method, (0, 0.0, 0.0))
+        out[record.method] = (n + 1, total + record.wall_s, ip + ip_wall)
+    return out
+
+
+def _wall_time_lines(comparison: ComparisonResults) -> Iterator[str]:
+    by_method = wall_time_by_method(comparison)
+    if not by_method:
+        return
+    grand = sum(total for _, total, _ in by_method.values())
+    yield "## Where the wall time went"
+    yield ""
+    yield (
+        f"Real seconds of the runs, summed per method ({fmt_seconds(grand)} in all; with "
+        f"{comparison.manifest.jobs} jobs at a time the comparison took "
+        f"{fmt_seconds(comparison.manifest.wall_s, missing='unfinished')}). Initial pruning is the wall time before "
+        "round 0; everything else is the FL rounds (local training, codec, aggregation, evaluation)."
+    )
+    yield ""
+    yield from markdown_table(
+        ["method", "runs", "total", "per run", "share", "of which initial pruning"],
+        [[method, str(n), fmt_seconds(total), fmt_seconds(total / n), f"{total / grand:.1%}",
+          fmt_seconds(ip) if ip else MISSING] for method, (n, total, ip) in by_method.items()],
+    )  # fmt: skip
+    yield ""
