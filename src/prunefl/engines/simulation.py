@@ -22,8 +22,8 @@ from prunefl import metrics as K
 from prunefl.fl.batches import BatchStream
 from prunefl.fl.client import ClientState, choose_sparse_layers, load_model_state_
 from prunefl.fl.evaluate import evaluate
-from prunefl.fl.links import ClientLink, ServerLink, WireSettings
-from prunefl.fl.round import ClientWorkspace, RoundProtocol, client_round
+from prunefl.fl.links import ClientLink, ServerLink, TrainReply, WireSettings
+from prunefl.fl.round import ClientWorkspace, RoundPlan, RoundProtocol, client_round
 from prunefl.fl.selection import select_clients
 from prunefl.fl.server import Server
 from prunefl.pruning.methods.base import Method
@@ -31,7 +31,7 @@ from prunefl.seeds import AUGMENT_STREAM, BATCH_STREAM, rng
 from prunefl.sparse.masks import apply_masks_
 from prunefl.timing.clock import DeviceProfile, charge_client
 
-__all__ = ["SimulationSetup", "SimulationEngine"]
+__all__ = ["SimulationSetup", "SimulationEngine", "new_client_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +68,7 @@ class SimulationEngine:
     def __init__(self, setup: SimulationSetup) -> None:
         self.setup = setup
         self.clients = [
-            ClientState(
-                client_id=i,
-                batches=BatchStream(part, rng(setup.seed, BATCH_STREAM, i)),
-                augment_generator=torch.Generator().manual_seed(
-                    int(np.random.SeedSequence(setup.seed, spawn_key=(AUGMENT_STREAM, i)).generate_state(1)[0])
-                ),
-                momentum=setup.momentum,
-                link=ClientLink(setup.wire),
-            )
-            for i, part in enumerate(setup.partitions)
+            new_client_state(setup.seed, i, part, setup.momentum, setup.wire) for i, part in enumerate(setup.partitions)
         ]
         if setup.momentum > 0 and setup.break_even:
             logger.warning("fl.momentum=%g: every layer trains masked dense; the CSR kernels (fl.kernels=auto) stay "
@@ -105,10 +96,7 @@ class SimulationEngine:
         participants = select_clients(settings.num_clients, settings.clients_per_round, settings.seed, r)
         plan = self.protocol.configure_train(r, participants)
         sparse = self.sparse_layers(plan.ins.importance_mode != "off")
-        replies = {  # in-process delivery: each client decodes, trains and encodes in turn
-            c: client_round(plan.messages[c], self.clients[c], self.workspace, s.method, s.partitions[c], sparse)
-            for c in participants
-        }
+        replies = self.deliver(plan, sparse)
         result = self.protocol.aggregate_train(plan, replies)
         local_steps = plan.ins.local_steps
         charges = [
@@ -140,6 +128,17 @@ class SimulationEngine:
         )
         return row
 
+    def deliver(self, plan: RoundPlan, sparse_layers: set[str]) -> dict[int, TrainReply]:
+        """Deliver the round's messages and collect the replies: in-process, each client in turn.
+
+        Another engine overrides this (the Flower engine sends them to its nodes); the rest of the round is shared.
+        """
+        s = self.setup
+        return {
+            c: client_round(plan.messages[c], self.clients[c], self.workspace, s.method, s.partitions[c], sparse_layers)
+            for c in plan.participants
+        }
+
     def _evaluate_loss(
         self, state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
     ) -> float:
@@ -167,3 +166,29 @@ class SimulationEngine:
         )
         apply_masks_(s.model)
         return evaluate(s.model, s.dataset, s.loss_fn, None if full_test_set else s.eval_indices)
+
+
+def new_client_state(
+    seed: int, client_id: int, partition: np.ndarray, momentum: float, wire: WireSettings
+) -> ClientState:
+    """A client's state at the start of a run: its batch stream and augmentation generator drawn from the run seed.
+
+    Every engine starts client ``client_id`` from this state (a Flower node builds it for the partition its
+    ``--node-config`` names), so the same seed gives the same batches everywhere.
+
+    Examples
+    --------
+    >>> a = new_client_state(0, 1, np.arange(6), 0.0, WireSettings())
+    >>> b = new_client_state(0, 1, np.arange(6), 0.0, WireSettings())
+    >>> a.batches.next(4).tolist() == b.batches.next(4).tolist()
+    True
+    """
+    return ClientState(
+        client_id=client_id,
+        batches=BatchStream(partition, rng(seed, BATCH_STREAM, client_id)),
+        augment_generator=torch.Generator().manual_seed(
+            int(np.random.SeedSequence(seed, spawn_key=(AUGMENT_STREAM, client_id)).generate_state(1)[0])
+        ),
+        momentum=momentum,
+        link=ClientLink(wire),
+    )

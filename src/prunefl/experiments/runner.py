@@ -38,6 +38,8 @@ from prunefl.timing.presets import UNIFORM_PRESET
 __all__ = [
     "RunResult",
     "build_simulation",
+    "build_partitions",
+    "wire_settings",
     "run_experiment",
     "load_run_dataset",
     "build_time_model",
@@ -146,12 +148,7 @@ def build_simulation(
     seed = config.seed
     method = method if method is not None else build_run_method(config)
     d, f, t = config.data, config.fl, config.timing
-    params: dict[str, Any] = {}
-    if d.partition == "dirichlet":
-        params["alpha"] = d.dirichlet_alpha
-    elif d.partition == "shards":
-        params["shards_per_client"] = d.shards_per_client
-    parts = partition(d.partition, dataset, d.num_clients, seed, **params)
+    parts = build_partitions(config, dataset)
     model, state = build_model_state(config, dataset, seed, model_fn)
     masks = {n: model.get_buffer(f"{n}_mask") for n, _ in prunable_parameters(model)}
     prunable = [n for n, _ in prunable_parameters(model)]
@@ -198,11 +195,29 @@ def build_simulation(
         clock=t.clock,
         comm=t.comm,
         seed=seed,
-        wire=WireSettings(t.wire_level or None, t.wire_values_dtype, t.wire_importance_dtype,
-                          t.wire_importance_top_fraction),
+        wire=wire_settings(config),
         break_even=break_even,
         method=method,
         momentum=f.momentum,
+    )
+
+
+def build_partitions(config: RunConfig, dataset: ArrayDataset) -> list[np.ndarray]:
+    """Every client's training-sample indices, drawn from the run seed (the same on every engine and node)."""
+    d = config.data
+    params: dict[str, Any] = {}
+    if d.partition == "dirichlet":
+        params["alpha"] = d.dirichlet_alpha
+    elif d.partition == "shards":
+        params["shards_per_client"] = d.shards_per_client
+    return partition(d.partition, dataset, d.num_clients, config.seed, **params)
+
+
+def wire_settings(config: RunConfig) -> WireSettings:
+    """How the run's messages are encoded (``timing.wire_*``); server and clients must use the same."""
+    t = config.timing
+    return WireSettings(
+        t.wire_level or None, t.wire_values_dtype, t.wire_importance_dtype, t.wire_importance_top_fraction
     )
 
 
@@ -252,6 +267,7 @@ def run_experiment(
     plots: bool = True,
     reference: ReferenceRun | None = None,
     model_fn: Callable[[], torch.nn.Module] | None = None,
+    engine_factory: Callable[[SimulationSetup], SimulationEngine] | None = None,
 ) -> RunResult:
     """Run ``config`` and write its results folder.
 
@@ -269,6 +285,9 @@ def run_experiment(
     names its prunable weights with a ``prunable_parameter_names()`` method (else every conv/linear weight is
     prunable, :func:`prunefl.sparse.masks.prunable_parameters`); pair it with ``timing.preset = "uniform"`` or a
     measured ``timing.profile``. docs/USER_GUIDE.md, "Python API", has a worked example.
+
+    ``engine_factory`` builds the engine that moves the round's messages from the assembled setup (default:
+    None: :class:`SimulationEngine`, in-process); the Flower ServerApp passes one that sends them to its nodes.
     """
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -312,7 +331,7 @@ def run_experiment(
         if before.initial_state is not None:  # the run starts from another initialisation (reinit)
             initial_state = before.initial_state
         extra.update(before.summary)
-        engine = SimulationEngine(setup)
+        engine = SimulationEngine(setup) if engine_factory is None else engine_factory(setup)
         engine.run(record, start_wall=start_wall)
         if setup.eval_indices is not None:
             # the per-round subset keeps runs fast; the final number a paper reports uses every test sample
