@@ -2,7 +2,8 @@
 
 Keys in the ``prunefl.`` namespace steer the deployment (:class:`FlowerSettings`); every other key is a prunefl
 config key (``fl.rounds``, ``pruning.method``, ``data.num_clients``) applied as a ``key=value`` override, after
-the TOML file or preset that ``prunefl.config`` names and after the free-form ``prunefl.overrides``. Server and
+the TOML file or preset that ``prunefl.config`` names; the free-form ``prunefl.overrides`` are applied last, since
+Flower passes every key the app's pyproject lists, with its default, on every run. Server and
 nodes read the same run config, so they resolve the same :class:`prunefl.experiments.config.RunConfig`.
 """
 
@@ -92,7 +93,8 @@ def parse_run_config(run_config: Mapping[str, object]) -> tuple[RunConfig, Flowe
                       f"{NAMESPACE}{name.replace('_', '-')}", value, "must be a number")
     settings = FlowerSettings(**own)  # type: ignore[arg-type]  # types checked just above
     extra = shlex.split(settings.overrides)
-    config = load_config(settings.config or None, [*extra, *overrides])
+    # the free-form overrides come last: the app's pyproject gives every listed key a default, which must not win
+    config = load_config(settings.config or None, [*overrides, *extra])
     return config, settings
 
 
