@@ -122,7 +122,7 @@ def _bad_shape_reply(masks: dict[str, np.ndarray]) -> TrainReply:
     ("case", "error"),
     [
         ("truncated", DecodeError),  # the second reply lost its last bytes
-        ("bad-shape", InconsistentRepliesError),  # the second reply's bias has 4 entries, the model 3
+        ("bad-shape", DecodeError),  # the second reply's bias has 4 entries, the model (and the shapes sent) 3
         ("not-asked", InconsistentRepliesError),  # a reply also came from client 2, which was not selected
         ("wrong-id", InconsistentRepliesError),  # participant 1 sent client 0's reply
     ],

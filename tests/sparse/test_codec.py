@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -27,18 +28,19 @@ from prunefl.sparse.codec import (
 )
 
 # --- the documented byte layout, rebuilt independently of the codec (module docstring of codec.py) ---
-FIXED = struct.Struct("<4sHBBIIQQ")
+FIXED = struct.Struct("<4sHBBIIQQI")  # ..., table CRC32; then the scalars and the header CRC32
 INS_SCALARS = struct.Struct("<qdqqBB")
 RES_SCALARS = struct.Struct("<qqddB")
-ENTRY_TAIL = struct.Struct("<BBQBQQBBQ")
-IMPORTANCE_ENTRY = struct.Struct("<IBBBQ")
-IMPORTANCE_POSITIONS = struct.Struct("<BBQBQQ")  # top-k entries: code, rice k, k, codec, stored, raw
+ENTRY_TAIL = struct.Struct("<BBQBQQIBBQI")  # mask: code, k, n_kept, codec, stored, raw, CRC; values: ..., CRC
+IMPORTANCE_ENTRY = struct.Struct("<IBBBQI")
+IMPORTANCE_POSITIONS = struct.Struct("<BBQBQQI")  # top-k entries: code, rice k, k, codec, stored, raw, CRC
 TOP_K = 2**31  # flag bit of the importance entry field
 KIND_INS, KIND_RES, KIND_STATE = 1, 2, 3
 DENSE, KNOWN, ALL_ONES, BITMASK, RICE_KEPT, RICE_PRUNED = range(6)
 RAW, ZSTD, SHUFFLED_ZSTD = range(3)
 BOOL, UINT8, INT8, INT16, INT32, INT64, FLOAT16, FLOAT32, FLOAT64 = range(1, 10)
-HEADER_BYTES = 32
+HEADER_BYTES = 40  # fixed header (36) + header checksum (4) of a state message (no scalars)
+crc = zlib.crc32
 
 
 def entry(
@@ -71,9 +73,11 @@ def entry(
             mask_codec,
             len(mask),
             len(mask) if mask_raw is None else mask_raw,
+            crc(mask),
             dtype if wire is None else wire,
             values_codec,
             len(values),
+            crc(values),
         )
     )
     return table, mask + values
@@ -90,8 +94,29 @@ def message(
     """Assemble a message from (table, body) pairs with a raw table."""
     table = b"".join(t for t, _ in entries) + b"".join(t for t, _ in importance)
     body = b"".join(b for _, b in entries) + b"".join(b for _, b in importance)
-    header = FIXED.pack(magic, version, kind, RAW, len(entries), len(importance), len(table), len(table))
-    return header + scalars + table + body
+    return header(kind, len(entries), len(importance), table, scalars, magic=magic, version=version) + table + body
+
+
+def header(
+    kind: int,
+    n_entries: int,
+    n_importance: int,
+    table: bytes,
+    scalars: bytes = b"",
+    table_codec: int = RAW,
+    table_raw: int | None = None,
+    magic: bytes = MAGIC,
+    version: int = FORMAT_VERSION,
+) -> bytes:
+    """Fixed header (with the table's CRC32), scalars and the header CRC32: everything before the table."""
+    raw = len(table) if table_raw is None else table_raw
+    fixed = FIXED.pack(magic, version, kind, table_codec, n_entries, n_importance, len(table), raw, crc(table))
+    return fixed + scalars + struct.pack("<I", crc(fixed + scalars))
+
+
+def imp_entry(field: int, dtype: int, wire: int, codec: int, values: bytes) -> bytes:
+    """An importance table entry for the stored ``values`` (length and CRC32 filled in)."""
+    return IMPORTANCE_ENTRY.pack(field, dtype, wire, codec, len(values), crc(values))
 
 
 def ins_scalars(round_: int = 4, lr: float = 0.25, steps: int = 5, batch: int = 10, mode: int = 1, up: int = 0):
@@ -303,7 +328,7 @@ def test_top_fraction_shrinks_the_importance_upload_in_proportion() -> None:
     sizes = {f: len(encode_train_res(res, {}, level=None, importance_top_fraction=f)) - base
              for f in (1.0, 0.3, 0.1, 0.01)}
     # Assert: dense = 15-byte entry + 4 bytes a value; top-k = k values + positions at about H(f) bits a weight
-    assert sizes[1.0] == 15 + 400_000
+    assert sizes[1.0] == 19 + 400_000
     for f in (0.3, 0.1, 0.01):
         ratio = sizes[f] / sizes[1.0]
         bound = information_bound_bits(100_000, math.ceil(f * 100_000)) / 8 / sizes[1.0]
@@ -319,7 +344,8 @@ def test_dense_importance_entries_keep_their_layout() -> None:
     # Assert
     assert default == explicit
     table_end = len(default) - 16 - 16  # the body: 16 bytes of state values, then 16 of importance
-    assert default[table_end - 15 : table_end] == IMPORTANCE_ENTRY.pack(0, FLOAT32, FLOAT32, RAW, 16)
+    importance = np.arange(4, dtype="<f4").tobytes()
+    assert default[table_end - 19 : table_end] == imp_entry(0, FLOAT32, FLOAT32, RAW, importance)
     assert default.endswith(np.arange(4, dtype="<f4").tobytes())
 
 
@@ -331,8 +357,9 @@ def test_top_k_importance_entry_matches_the_layout() -> None:
     data = encode_train_res(res, {}, level=None, importance_top_fraction=0.5)
     # Assert: the table ends with the entry field (bit 31 set) and the position block; the body with the state
     # values (16 bytes), the 1-byte bitmask 0b1010 and the values 3, 2
-    table_tail = IMPORTANCE_ENTRY.pack(TOP_K | 0, FLOAT32, FLOAT32, RAW, 8) + IMPORTANCE_POSITIONS.pack(
-        BITMASK, 0, 2, RAW, 1, 1
+    values = np.array([3, 2], "<f4").tobytes()
+    table_tail = imp_entry(TOP_K | 0, FLOAT32, FLOAT32, RAW, values) + IMPORTANCE_POSITIONS.pack(
+        BITMASK, 0, 2, RAW, 1, 1, crc(bytes([0b1010]))
     )
     body = bytes(16) + bytes([0b1010]) + np.array([3, 2], "<f4").tobytes()
     assert data.endswith(table_tail + body)
@@ -352,7 +379,7 @@ def test_mask_section_is_near_entropy_and_round_trips(density: float) -> None:
     # Assert
     np.testing.assert_array_equal(masks["w"], m)
     np.testing.assert_array_equal(decoded["w"], w)
-    mask_bytes = len(data) - HEADER_BYTES - 50 - 4 * n_kept  # 50-byte table entry for a 1-d "w"
+    mask_bytes = len(data) - HEADER_BYTES - 58 - 4 * n_kept  # 58-byte table entry for a 1-d "w"
     entropy_bytes = (information_bound_bits(n_total, n_kept, value_bits=0)) / 8
     # Rice codes are within ~1 % of H(d) for random masks, and a bitmask (1 bit/weight) is taken when
     # nothing beats it: between densities 0.35 and 0.65, H(d) > 0.93. +2 bytes: padding of the two streams.
@@ -409,7 +436,7 @@ def test_compressible_values_are_compressed_and_incompressible_ones_are_sent_raw
     noise_bytes = len(encode_state({"x": noise}, {}))
     # Assert
     assert constant_bytes < 0.01 * constant.nbytes
-    assert noise_bytes == HEADER_BYTES + 50 + noise.nbytes  # raw: compression would not have helped
+    assert noise_bytes == HEADER_BYTES + 58 + noise.nbytes  # raw: compression would not have helped
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -422,16 +449,17 @@ def test_bitmask_message_matches_the_documented_layout_byte_for_byte() -> None:
     w = np.array([[1, 0, 3, 0], [0, 0, 0, 8]], np.float32)
     m = w != 0
     # bits 0, 2 and 7 of one byte, least significant first: 1 + 4 + 128 = 0x85
+    values = struct.pack("<3f", 1.0, 3.0, 8.0)
     table = (
         b"\x01\x00" + b"w" + bytes([FLOAT32, 2]) + struct.pack("<2Q", 2, 4)
-        + ENTRY_TAIL.pack(BITMASK, 0, 3, RAW, 1, 1, FLOAT32, RAW, 12)
-    )  # 2 + 1 + 2 + 16 + 37 = 58 bytes
-    expected = FIXED.pack(b"PFL1", 1, KIND_STATE, RAW, 1, 0, 58, 58) + table + b"\x85"
-    expected += struct.pack("<3f", 1.0, 3.0, 8.0)
+        + ENTRY_TAIL.pack(BITMASK, 0, 3, RAW, 1, 1, crc(b"\x85"), FLOAT32, RAW, 12, crc(values))
+    )  # 2 + 1 + 2 + 16 + 45 = 66 bytes
+    fixed = FIXED.pack(b"PFL1", 2, KIND_STATE, RAW, 1, 0, 66, 66, crc(table))
+    expected = fixed + struct.pack("<I", crc(fixed)) + table + b"\x85" + values
     # Execute
     data = encode_state({"w": w}, {"w": m}, level=None)
     # Assert
-    assert len(data) == 32 + 58 + 1 + 12 == 103
+    assert len(data) == 36 + 4 + 66 + 1 + 12 == 119
     assert data == expected
 
 
@@ -442,16 +470,17 @@ def test_rice_message_matches_the_documented_layout_byte_for_byte() -> None:
     # Quotients 0 and 36 >> 3 = 4: one bits at 0 and 0 + 1 + 4 = 5 -> 0b00100001 = 0x21.
     w = np.zeros((10, 10), np.float32)
     w.flat[3], w.flat[40] = 0.5, -2.0
+    values = struct.pack("<2f", 0.5, -2.0)
     table = (
         b"\x01\x00" + b"w" + bytes([FLOAT32, 2]) + struct.pack("<2Q", 10, 10)
-        + ENTRY_TAIL.pack(RICE_KEPT, 3, 2, RAW, 2, 2, FLOAT32, RAW, 8)
+        + ENTRY_TAIL.pack(RICE_KEPT, 3, 2, RAW, 2, 2, crc(b"\x23\x21"), FLOAT32, RAW, 8, crc(values))
     )
-    expected = FIXED.pack(b"PFL1", 1, KIND_STATE, RAW, 1, 0, 58, 58) + table + b"\x23\x21"
-    expected += struct.pack("<2f", 0.5, -2.0)
+    fixed = FIXED.pack(b"PFL1", 2, KIND_STATE, RAW, 1, 0, 66, 66, crc(table))
+    expected = fixed + struct.pack("<I", crc(fixed)) + table + b"\x23\x21" + values
     # Execute
     data = encode_state({"w": w}, {"w": w != 0}, level=None)
     # Assert
-    assert len(data) == 32 + 58 + 2 + 8 == 100
+    assert len(data) == 36 + 4 + 66 + 2 + 8 == 116
     assert data == expected
 
 
@@ -467,20 +496,22 @@ def test_train_ins_with_full_mask_and_int64_scalar_matches_the_layout() -> None:
         importance_mode="legacy_last_step",
         upload_importance=True,
     )
+    w_values, n_values = struct.pack("<3f", 1, 2, 3), struct.pack("<q", 5)
     w_table = b"\x01\x00w" + bytes([FLOAT32, 1]) + struct.pack("<Q", 3) + ENTRY_TAIL.pack(
-        ALL_ONES, 0, 3, RAW, 0, 0, FLOAT32, RAW, 12
-    )  # 2 + 1 + 2 + 8 + 37 = 50 bytes
-    n_table = b"\x01\x00n" + bytes([INT64, 0]) + ENTRY_TAIL.pack(DENSE, 0, 1, RAW, 0, 0, INT64, RAW, 8)  # 42
-    expected = (
-        FIXED.pack(b"PFL1", 1, KIND_INS, RAW, 2, 0, 92, 92)
-        + INS_SCALARS.pack(7, 0.5, 5, 10, 2, 1)  # 34 bytes
-        + w_table + n_table
-        + struct.pack("<3f", 1, 2, 3) + struct.pack("<q", 5)
-    )
+        ALL_ONES, 0, 3, RAW, 0, 0, 0, FLOAT32, RAW, 12, crc(w_values)
+    )  # 2 + 1 + 2 + 8 + 45 = 58 bytes; the empty mask section's CRC32 is 0
+    n_table = b"\x01\x00n" + bytes([INT64, 0]) + ENTRY_TAIL.pack(
+        DENSE, 0, 1, RAW, 0, 0, 0, INT64, RAW, 8, crc(n_values)
+    )  # 50
+    table = w_table + n_table
+    fixed_and_scalars = FIXED.pack(b"PFL1", 2, KIND_INS, RAW, 2, 0, 108, 108, crc(table)) + INS_SCALARS.pack(
+        7, 0.5, 5, 10, 2, 1
+    )  # 36 + 34 bytes
+    expected = fixed_and_scalars + struct.pack("<I", crc(fixed_and_scalars)) + table + w_values + n_values
     # Execute
     data = encode_train_ins(ins, level=None)
     # Assert
-    assert len(data) == 32 + 34 + 92 + 12 + 8 == 178
+    assert len(data) == 36 + 34 + 4 + 108 + 12 + 8 == 202
     assert data == expected
 
 
@@ -499,14 +530,13 @@ def test_train_res_with_importance_matches_the_layout() -> None:
     # Prepare
     res = TrainRes(9, 30, {"w": np.array([0, 2], np.float32)}, 0.25, 1.0, {"w": np.array([4, 8], np.float32)})
     m = {"w": np.array([False, True])}
-    expected = (
-        FIXED.pack(b"PFL1", 1, KIND_RES, RAW, 1, 1, 50 + 15, 50 + 15)
-        + RES_SCALARS.pack(9, 30, 0.25, 1.0, 1)
-        + b"\x01\x00w" + bytes([FLOAT32, 1]) + struct.pack("<Q", 2)
-        + ENTRY_TAIL.pack(KNOWN, 0, 1, RAW, 0, 0, FLOAT32, RAW, 4)
-        + IMPORTANCE_ENTRY.pack(0, FLOAT32, FLOAT32, RAW, 8)
-        + struct.pack("<f", 2) + struct.pack("<2f", 4, 8)
-    )
+    values, importance = struct.pack("<f", 2), struct.pack("<2f", 4, 8)
+    table = (
+        b"\x01\x00w" + bytes([FLOAT32, 1]) + struct.pack("<Q", 2)
+        + ENTRY_TAIL.pack(KNOWN, 0, 1, RAW, 0, 0, 0, FLOAT32, RAW, 4, crc(values))
+        + IMPORTANCE_ENTRY.pack(0, FLOAT32, FLOAT32, RAW, 8, crc(importance))
+    )  # 58 + 19 bytes
+    expected = header(KIND_RES, 1, 1, table, RES_SCALARS.pack(9, 30, 0.25, 1.0, 1)) + table + values + importance
     # Execute
     data = encode_train_res(res, m, level=None)
     # Assert
@@ -544,7 +574,8 @@ BAD_MESSAGES = {
     # header
     "bad magic": (message([entry()], magic=b"PFL0"), "magic"),
     "pickle stream": (b"\x80\x04\x95" + bytes(40), "magic"),
-    "future version": (message([entry()], version=2), "version"),
+    "future version": (message([entry()], version=3), "version"),
+    "version 1, without checksums": (message([entry()], version=1), "no longer accepted"),
     "empty": (b"", "truncated"),
     "kind mismatch": (message([entry()], kind=KIND_INS, scalars=ins_scalars()), "STATE"),
     # layer table
@@ -562,6 +593,9 @@ BAD_MESSAGES = {
         message([entry(dtype=INT64, mask_code=ALL_ONES, values=bytes(32))]), "float"),
     "rice k on a bitmask": (message([entry(mask_code=BITMASK, rice_k=2, mask=b"\x0f")]), "rice k"),
     "rice k above 31": (message([entry(mask_code=RICE_KEPT, rice_k=32, n_kept=0, values=b"")]), "rice k"),
+    # a gap in a layer of 4 is below 4 = 2**2, so k = 3 (4.bit_length()) is the most a 4-weight layer accepts
+    "rice k above the layer's bit length": (
+        message([entry(mask_code=RICE_KEPT, rice_k=4, n_kept=0, values=b"")]), "rice k <= 3"),
     "n_kept above numel": (message([entry(mask_code=BITMASK, n_kept=5, mask=b"\x0f", values=bytes(20))]), "kept"),
     "all-ones with a pruned weight": (
         message([entry(mask_code=ALL_ONES, n_kept=3, values=bytes(12))]), "all-ones"),
@@ -569,11 +603,11 @@ BAD_MESSAGES = {
     "unknown section codec": (message([entry(values_codec=3)]), "codec"),
     "compressed section not smaller": (message([entry(values_codec=ZSTD)]), "compressed size"),
     "values section shorter than n_kept": (message([entry(values=bytes(12))]), "stored"),
-    "trailing table bytes": (
-        FIXED.pack(MAGIC, 1, KIND_STATE, RAW, 0, 0, 1, 1) + b"\x00", "layer table"),
-    "more importance than entries": (FIXED.pack(MAGIC, 1, KIND_STATE, RAW, 0, 1, 0, 0), "importance"),
+    "trailing table bytes": (header(KIND_STATE, 1, 0, entry()[0] + b"\x00") + entry()[0] + b"\x00", "layer table"),
+    "table longer than its entries allow": (header(KIND_STATE, 0, 0, b"\x00") + b"\x00", "can take"),
+    "more importance than entries": (header(KIND_STATE, 0, 1, b""), "importance"),
     "importance in a state message": (
-        message([entry()], importance=[(IMPORTANCE_ENTRY.pack(0, FLOAT32, FLOAT32, RAW, 16), bytes(16))]),
+        message([entry()], importance=[(imp_entry(0, FLOAT32, FLOAT32, RAW, bytes(16)), bytes(16))]),
         "importance"),
     # values
     "bool byte 2": (message([entry(dtype=BOOL, values=b"\x00\x01\x02\x00")]), "bool"),
@@ -647,7 +681,7 @@ def test_non_finite_values_are_accepted_when_not_required() -> None:
         (ins_scalars(batch=-3), "batch_size"),
         (ins_scalars(mode=3), "importance_mode"),
         (ins_scalars(up=2), "upload_importance"),
-        (ins_scalars()[:-1], "truncated"),  # one byte short: the table then starts too early
+        (ins_scalars()[:-1], "checksum"),  # one byte short: the header checksum is read a byte early
     ],
 )
 def test_bad_train_ins_scalars_raise_decode_error(scalars: bytes, expected_text: str) -> None:
@@ -679,14 +713,13 @@ def test_bad_train_res_scalars_raise_decode_error(scalars: bytes, expected_text:
 
 def test_bad_importance_entries_raise_decode_error() -> None:
     # Prepare
-    imp = IMPORTANCE_ENTRY.pack
     cases = {
         # index past the entries
-        "index": [(imp(2, FLOAT32, FLOAT32, RAW, 16), bytes(16))],
+        "index": [(imp_entry(2, FLOAT32, FLOAT32, RAW, bytes(16)), bytes(16))],
         # two entries for state entry 0 (needs n_importance <= n_entries, so two state entries)
-        "one importance entry": [(imp(0, FLOAT32, FLOAT32, RAW, 16), bytes(16))] * 2,
+        "one importance entry": [(imp_entry(0, FLOAT32, FLOAT32, RAW, bytes(16)), bytes(16))] * 2,
         # int importance
-        "float dtypes": [(imp(0, INT32, INT32, RAW, 16), bytes(16))],
+        "float dtypes": [(imp_entry(0, INT32, INT32, RAW, bytes(16)), bytes(16))],
     }
     for expected_text, importance in cases.items():
         data = message([entry(), entry(b"v")], kind=KIND_RES, scalars=res_scalars(has_imp=1), importance=importance)
@@ -695,8 +728,10 @@ def test_bad_importance_entries_raise_decode_error() -> None:
             decode_train_res(data, {})
     # Top-k entries: a position block and a positions section before the values
     top = lambda code, k, n_top, positions, n_values=None, raw=None: (  # noqa: E731
-        imp(TOP_K | 0, FLOAT32, FLOAT32, RAW, 4 * (n_top if n_values is None else n_values))
-        + IMPORTANCE_POSITIONS.pack(code, k, n_top, RAW, len(positions), len(positions) if raw is None else raw),
+        imp_entry(TOP_K | 0, FLOAT32, FLOAT32, RAW, bytes(4 * (n_top if n_values is None else n_values)))
+        + IMPORTANCE_POSITIONS.pack(
+            code, k, n_top, RAW, len(positions), len(positions) if raw is None else raw, crc(positions)
+        ),
         positions + bytes(4 * (n_top if n_values is None else n_values)),
     )
     top_cases = {
@@ -727,7 +762,7 @@ def test_bad_importance_entries_raise_decode_error() -> None:
         with pytest.raises(DecodeError, match=expected_text):
             decode_train_res(data, {})
     no_flag = message([entry()], kind=KIND_RES, scalars=res_scalars(has_imp=0),
-                      importance=[(imp(0, FLOAT32, FLOAT32, RAW, 16), bytes(16))])
+                      importance=[(imp_entry(0, FLOAT32, FLOAT32, RAW, bytes(16)), bytes(16))])
     with pytest.raises(DecodeError, match="has_importance is 0"):
         decode_train_res(no_flag, {})
 
@@ -841,13 +876,32 @@ def zstd_frame(payload: bytes, declared: int | None) -> bytes:
     return frame[:4] + bytes([descriptor | 0x80]) + window + struct.pack("<I", declared) + frame[6:]
 
 
+def rle_frame(declared: int, n_blocks: int, block_bytes: int, window_log: int = 10) -> bytes:
+    """A zstd frame declaring ``declared`` bytes whose RLE blocks hold ``n_blocks · block_bytes`` zero bytes.
+
+    Built by hand from the frame format (RFC 8878): magic, a descriptor with a 4-byte content size and a window
+    descriptor (window 2**window_log), then blocks with a 3-byte header (last flag, type 1 = RLE, size) and the
+    one byte repeated. Four bytes a block: a few kB declare little and expand to megabytes.
+    """
+    frame = struct.pack("<I", 0xFD2FB528) + bytes([0x80, (window_log - 10) << 3]) + struct.pack("<I", declared)
+    for i in range(n_blocks):
+        frame += (int(i == n_blocks - 1) | 1 << 1 | block_bytes << 3).to_bytes(3, "little") + b"\x00"
+    return frame
+
+
 def test_decompression_bombs_raise_decode_error() -> None:
     # Prepare: a 4000-byte values section (1000 float32) whose frame holds 40 MB of zeros
     bomb = bytes(40_000_000)
     cases = {
-        "corrupt zstd data": zstd_frame(bomb, declared=4000),  # lies about its size: libzstd stops there
+        # a window of 2 MiB for 4000 bytes of content: refused before decompressing (libzstd allocates it)
+        "window of at most 4000 bytes": zstd_frame(bomb, declared=4000),
         "found no size": zstd_frame(bomb, declared=None),  # refused before decompressing
         "declaring 4000 bytes, found 40000000": zstd_frame(bomb, declared=40_000_000),
+        # declares 4000 with an honest 1 KiB window, then expands to 900 blocks of 1 KiB (0.9 MB): the stream
+        # stops at 4000 bytes; libzstd (its buffer is sized by the declared size) or our read limit refuses more
+        "Destination buffer is too small|exactly 4000 bytes, found more": rle_frame(4000, 900, 1024),
+        # declares 4000 and holds 3 KiB: libzstd checks the declared size at the frame's end
+        "Data corruption detected|exactly 4000 bytes, found 3072": rle_frame(4000, 3, 1024),
     }
     for expected_text, frame in cases.items():
         assert len(frame) < 4000
@@ -857,13 +911,27 @@ def test_decompression_bombs_raise_decode_error() -> None:
             decode_state(data)
 
 
-def test_table_bomb_raises_before_decompressing() -> None:
-    # Prepare: a table claiming 1 GiB raw, above a 1 MiB limit
+def test_honest_hand_built_frame_decodes() -> None:
+    # Prepare: the RLE frame builder must make valid frames, or the bomb cases above prove nothing
+    data = message([entry(shape=(1024,), values=rle_frame(4096, 4, 1024), values_codec=ZSTD)])
+    # Execute
+    state, _ = decode_state(data)
+    # Assert
+    np.testing.assert_array_equal(state["w"], np.zeros(1024, np.float32))
+
+
+def test_table_bombs_raise_before_decompressing() -> None:
+    # Prepare: a compressed table declaring 1 GiB raw
     frame = zstandard.ZstdCompressor().compress(bytes(2**20))
-    data = FIXED.pack(MAGIC, 1, KIND_STATE, ZSTD, 0, 0, len(frame), 2**30) + frame
-    # Execute / Assert
-    with pytest.raises(DecodeError, match="max_decompressed_bytes"):
-        decode_state(data, limits=DecodeLimits(max_decompressed_bytes=2**20))
+    one_entry = header(KIND_STATE, 1, 0, frame, table_codec=ZSTD, table_raw=2**30) + frame
+    no_entries = header(KIND_STATE, 0, 0, frame, table_codec=ZSTD, table_raw=2**20) + frame
+    # Execute / Assert: one entry takes at most 2 + 65535 + 2 + 256 + 45 bytes; none takes 0
+    with pytest.raises(DecodeError, match="above the 65840 bytes that 1 entries"):
+        decode_state(one_entry)
+    with pytest.raises(DecodeError, match="max_table_bytes=1000"):
+        decode_state(one_entry, limits=DecodeLimits(max_table_bytes=1000))
+    with pytest.raises(DecodeError, match="above the 0 bytes"):
+        decode_state(no_entries)
 
 
 def test_corrupt_zstd_frames_raise_decode_error() -> None:
@@ -958,6 +1026,7 @@ def test_encode_train_messages_reject_bad_inputs() -> None:
         {"max_message_bytes": 1.5},
         {"max_total_elements": True},
         {"max_elements_per_layer": 2**31 + 1},  # above the format limit
+        {"max_table_bytes": -5},
     ],
 )
 def test_decode_limits_reject_bad_values(kwargs: dict) -> None:

@@ -1,8 +1,20 @@
-"""Fuzz every codec decoder: random bytes, truncated and mutated valid messages raise only DecodeError."""
+"""Fuzz every codec decoder: random, truncated, mutated and structure-aware hostile messages raise only DecodeError.
+
+Each slow target runs >= 10,000 cases on small messages. Every decode is checked against a memory bound with
+tracemalloc (`PEAK_BOUND_BYTES`: numpy and Python allocations; libzstd's own are not traced, and the decoder
+bounds its window by the section's size), and no case may reach the decoder's catch-all (`UNCHECKED`): an
+explicit check must reject it. One test decodes kilobyte bombs in a child process under an address-space cap.
+"""
 
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -12,6 +24,7 @@ from hypothesis import strategies as st
 from prunefl.errors import DecodeError
 from prunefl.fl.messages import TrainIns, TrainRes
 from prunefl.sparse.codec import (
+    FORMAT_VERSION,
     MAGIC,
     DecodeLimits,
     decode_state,
@@ -102,7 +115,7 @@ def fuzz_inputs(draw: st.DrawFn) -> bytes:
     if how == "random":
         return draw(st.binary(max_size=300))
     if how == "prefixed":  # past the magic and version checks
-        return MAGIC + struct.pack("<HB", 1, draw(st.integers(0, 4))) + draw(st.binary(max_size=300))
+        return MAGIC + struct.pack("<HB", FORMAT_VERSION, draw(st.integers(0, 4))) + draw(st.binary(max_size=300))
     base = draw(st.sampled_from(VALID))
     if how == "truncated":
         return base[: draw(st.integers(0, len(base) - 1))]
@@ -122,23 +135,60 @@ def fuzz_inputs(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
+UNCHECKED = "no explicit check caught it"
+# 1 MiB: 8x the largest decode LIMITS allow (max_total_elements = 2**14 elements of at most 8 bytes = 128 KiB).
+PEAK_BOUND_BYTES = 1 << 20
+
+
 def _decode_all(data: bytes) -> None:
     for decode in DECODERS:
-        try:
-            decode(data)
-        except DecodeError:
-            pass  # the only exception allowed; anything else fails the test
+        _decode_bounded(decode, data)
 
 
-def field_spans(data: bytes) -> list[tuple[int, int]]:
-    """(offset, width) of every integer or float field of a raw-table message, read with the documented layout."""
-    spans = [(0, 4), (4, 2), (6, 1), (7, 1), (8, 4), (12, 4), (16, 8), (24, 8)]
+def _decode_bounded(decode, data: bytes) -> bool:
+    """Decode under tracemalloc; True if accepted. Only an explicit DecodeError may escape, within the bound."""
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
+    try:
+        decode(data)
+        accepted = True
+    except DecodeError as exc:
+        assert UNCHECKED not in str(exc), str(exc)
+        accepted = False
+    peak = tracemalloc.get_traced_memory()[1] - before
+    assert peak <= PEAK_BOUND_BYTES, f"decode allocated {peak} bytes"
+    return accepted
+
+
+@pytest.fixture(autouse=True)
+def _traced():
+    tracemalloc.start()
+    yield
+    tracemalloc.stop()
+
+
+@dataclass
+class Layout:
+    """Where the fields and sections of a raw-table message sit, read with the documented layout (format 2)."""
+
+    spans: list[tuple[int, int]]  # (offset, width) of every integer or float field
+    table: tuple[int, int]  # (offset, stored length) of the layer table
+    sections: list[tuple[int, int, int]]  # (offset of its CRC field, offset, stored length) per section, in order
+
+
+def layout(data: bytes) -> Layout:
+    """Parse a raw-table message's structure without checking anything (its fields may lie)."""
+    spans = [(0, 4), (4, 2), (6, 1), (7, 1), (8, 4), (12, 4), (16, 8), (24, 8), (32, 4)]
     kind, table_codec, n_entries, n_importance = data[6], data[7], *struct.unpack_from("<II", data, 8)
     assert table_codec == 0, "only raw tables have fields at fixed offsets"
-    pos = 32
+    pos = 36
     for width in {1: (8, 8, 8, 8, 1, 1), 2: (8, 8, 8, 8, 1), 3: ()}[kind]:  # kind scalars
         spans.append((pos, width))
         pos += width
+    spans.append((pos, 4))  # header checksum
+    pos += 4
+    table_start = pos
+    stored: list[tuple[int, int]] = []  # (CRC field offset, stored length) per section
     for _ in range(n_entries):
         (name_len,) = struct.unpack_from("<H", data, pos)
         spans += [(pos, 2), (pos + 2, 1)]  # name length and the name's first byte
@@ -146,33 +196,252 @@ def field_spans(data: bytes) -> list[tuple[int, int]]:
         ndim = data[pos + 1]
         spans += [(pos, 1), (pos + 1, 1)] + [(pos + 2 + 8 * d, 8) for d in range(ndim)]
         pos += 2 + 8 * ndim
-        for width in (1, 1, 8, 1, 8, 8, 1, 1, 8):  # mask code ... values stored length
+        fields = []
+        for width in (1, 1, 8, 1, 8, 8, 4, 1, 1, 8, 4):  # mask code ... values stored length, values CRC
             spans.append((pos, width))
+            fields.append(pos)
             pos += width
+        stored += [(fields[6], struct.unpack_from("<Q", data, fields[4])[0]),
+                   (fields[10], struct.unpack_from("<Q", data, fields[9])[0])]
     for _ in range(n_importance):
         (field,) = struct.unpack_from("<I", data, pos)
-        top_k = (1, 1, 8, 1, 8, 8) if field & 2**31 else ()  # position code ... positions raw length
-        for width in (4, 1, 1, 1, 8, *top_k):
+        top_k = (1, 1, 8, 1, 8, 8, 4) if field & 2**31 else ()  # position code ... positions raw length, CRC
+        fields = []
+        for width in (4, 1, 1, 1, 8, 4, *top_k):
             spans.append((pos, width))
+            fields.append(pos)
             pos += width
-    return spans
+        values = (fields[5], struct.unpack_from("<Q", data, fields[4])[0])
+        if top_k:
+            stored.append((fields[12], struct.unpack_from("<Q", data, fields[10])[0]))
+        stored.append(values)
+    sections, offset = [], pos
+    for crc_at, length in stored:
+        sections.append((crc_at, offset, length))
+        offset += length
+    return Layout(spans, (table_start, pos - table_start), sections)
 
 
-@pytest.mark.slow  # ~3 s: about 10,000 messages, each through six decoders
+def reseal(data: bytes | bytearray) -> bytes:
+    """Recompute every checksum of a raw-table message, so that its (mutated) fields reach the structure checks.
+
+    Sections are laid out by their (possibly lying) stored lengths and clipped to the message. A message whose
+    table cannot be walked any more is returned unchanged (its checksums then reject it).
+    """
+    out = bytearray(data)
+    try:
+        lay = layout(bytes(out))
+    except (struct.error, IndexError, KeyError, AssertionError):
+        return bytes(out)
+    for crc_at, offset, length in lay.sections:
+        if crc_at + 4 <= lay.table[0] + lay.table[1] <= len(out):
+            out[crc_at : crc_at + 4] = struct.pack("<I", zlib.crc32(out[offset : offset + length]))
+    table_at, _ = lay.table
+    (table_stored,) = struct.unpack_from("<Q", out, 16)
+    out[32:36] = struct.pack("<I", zlib.crc32(out[table_at : table_at + table_stored]))
+    out[table_at - 4 : table_at] = struct.pack("<I", zlib.crc32(out[: table_at - 4]))
+    return bytes(out)
+
+
+RAW_TABLE = [m for m in VALID if m[7] == 0]
+# The decoder of each valid message's kind, with the masks it was encoded against and strict shapes.
+KIND_DECODERS = {
+    1: lambda d: decode_train_ins(d, MASKS, limits=LIMITS, expected_shapes=SHAPES),
+    2: lambda d: decode_train_res(d, MASKS, limits=LIMITS, expected_shapes=SHAPES),
+    3: lambda d: decode_state(d, MASKS, limits=LIMITS, expected_shapes=SHAPES),
+}
+
+
+@pytest.mark.slow  # lying tables, resealed, each through six decoders
 def test_every_field_set_to_boundary_values_raises_only_decode_error() -> None:
-    # Prepare: every field of every raw-table message, overwritten with each boundary value of its width
-    raw_table = [m for m in VALID if m[7] == 0]
-    assert len(raw_table) >= 5
+    # Prepare: every field of every raw-table message, overwritten with each boundary value of its width, with
+    # every checksum recomputed: the lie reaches the structure and size checks instead of the checksums
+    assert len(RAW_TABLE) >= 5
     n_cases = 0
-    for base in raw_table:
-        for offset, width in field_spans(base):
+    for base in RAW_TABLE:
+        for offset, width in layout(base).spans:
             top = 2 ** (8 * width)
             for value in {v for v in EXTREME_WORDS if v < top} | {top - 1, top // 2, 3, 4}:
-                data = base[:offset] + value.to_bytes(width, "little") + base[offset + width :]
+                data = reseal(base[:offset] + value.to_bytes(width, "little") + base[offset + width :])
                 # Execute / Assert
                 _decode_all(data)
                 n_cases += 1
-    assert n_cases > 5000
+    assert n_cases >= 10_000 // len(DECODERS)  # decodes: n_cases x 6 decoders
+
+
+def test_reseal_keeps_valid_messages_valid() -> None:
+    # Prepare / Execute / Assert: resealing an intact message changes nothing
+    for base in RAW_TABLE:
+        assert reseal(base) == base
+
+
+@pytest.mark.slow  # every bit of the raw-table messages
+def test_every_single_bit_flip_is_rejected() -> None:
+    # Prepare: CRC32 catches every single-bit error in what it covers; magic, version and kind are checked alone
+    n_cases = 0
+    for base in RAW_TABLE:
+        decode = KIND_DECODERS[base[6]]
+        assert _decode_bounded(decode, base)
+        for bit in range(8 * len(base)):
+            data = bytearray(base)
+            data[bit // 8] ^= 1 << (bit % 8)
+            # Execute / Assert
+            assert not _decode_bounded(decode, bytes(data)), f"flip of bit {bit} accepted"
+            n_cases += 1
+    assert n_cases >= 10_000
+
+
+def test_single_bit_flips_of_compressed_messages_are_rejected() -> None:
+    # Prepare: every 7th bit of each zstd-table message (the exhaustive run above covers raw tables)
+    compressed = [m for m in VALID if m[7] != 0]
+    assert compressed
+    for base in compressed:
+        decode = KIND_DECODERS[base[6]]
+        for bit in range(0, 8 * len(base), 7):
+            data = bytearray(base)
+            data[bit // 8] ^= 1 << (bit % 8)
+            # Execute / Assert
+            assert not _decode_bounded(decode, bytes(data)), f"flip of bit {bit} accepted"
+
+
+def rle_bomb(declared: int, n_blocks: int, block_bytes: int = 1024) -> bytes:
+    """A zstd frame declaring ``declared`` bytes with a 1 KiB window, whose RLE blocks expand to far more."""
+    frame = struct.pack("<I", 0xFD2FB528) + bytes([0x80, 0]) + struct.pack("<I", declared)
+    for i in range(n_blocks):
+        frame += (int(i == n_blocks - 1) | 1 << 1 | block_bytes << 3).to_bytes(3, "little") + b"\x00"
+    return frame
+
+
+@st.composite
+def hostile_messages(draw: st.DrawFn) -> bytes:
+    """Structure-aware attacks on a raw-table message, checksums resealed so that the structure checks see them.
+
+    * lying table fields: a count, size, shape, Rice k or code set to a drawn or boundary value;
+    * an expanding section: a section replaced by a zstd frame declaring its size and expanding past it;
+    * reordered sections: two sections' bytes swapped (their table entries unchanged);
+    * several of these at once.
+    """
+    base = draw(st.sampled_from(RAW_TABLE))
+    lay = layout(base)
+    data = bytearray(base)
+    for _ in range(draw(st.integers(1, 3))):
+        how = draw(st.sampled_from(["field", "field", "expand", "swap"]))
+        if how == "field":
+            offset, width = draw(st.sampled_from(lay.spans))
+            top = 2 ** (8 * width)
+            value = draw(st.sampled_from([v for v in EXTREME_WORDS if v < top]) | st.integers(0, top - 1))
+            data[offset : offset + width] = value.to_bytes(width, "little")
+        elif how == "expand":
+            crc_at, offset, length = draw(st.sampled_from(lay.sections))
+            bomb = rle_bomb(max(length, 1), draw(st.integers(2, 64)))
+            data[offset : offset + length] = bomb
+            # The section's codec and stored length precede its CRC: values (codec, stored: 1 + 8 bytes
+            # before), mask (codec, stored, raw: 1 + 8 + 8 bytes before).
+            codec_at = crc_at - draw(st.sampled_from([9, 17]))
+            if codec_at > lay.table[0]:
+                data[codec_at] = 1  # zstd
+                data[codec_at + 1 : codec_at + 9] = struct.pack("<Q", len(bomb))
+        elif len(lay.sections) >= 2:  # reorder: swap two sections
+            (_, a, la), (_, b, lb) = sorted(draw(st.permutations(lay.sections))[:2], key=lambda t: t[1])
+            data[a : b + lb] = data[b : b + lb] + data[a + la : b] + data[a : a + la]
+    return reseal(data)
+
+
+def test_hostile_messages_reach_past_the_checksums() -> None:
+    # Prepare: a lying count, resealed, fails a structure check, not a checksum
+    base = RAW_TABLE[0]
+    offset, width = layout(base).spans[4]  # n_entries
+    data = reseal(base[:offset] + (3).to_bytes(width, "little") + base[offset + width :])
+    # Execute / Assert
+    with pytest.raises(DecodeError) as info:
+        KIND_DECODERS[base[6]](data)
+    assert "checksum" not in str(info.value)
+
+
+@pytest.mark.slow
+@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_messages())
+def test_hostile_messages_raise_only_decode_error(data: bytes) -> None:
+    _decode_all(data)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_messages())
+def test_hostile_messages_raise_only_decode_error_quick(data: bytes) -> None:
+    _decode_all(data)
+
+
+# A reply may carry masks; the server decodes it against the masks it sent.
+REPLY_MASKS = {name: m for name, m in MASKS.items() if 0 < m.sum() < m.size}
+
+
+@st.composite
+def moved_masks(draw: st.DrawFn) -> dict[str, np.ndarray]:
+    """The sent masks with one layer's kept positions moved: the same count, at least one position differs."""
+    name = draw(st.sampled_from(sorted(REPLY_MASKS)))
+    mask = REPLY_MASKS[name].reshape(-1)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    moved = np.zeros_like(mask)
+    moved[rng.choice(mask.size, int(mask.sum()), replace=False)] = True
+    if np.array_equal(moved, mask):  # the draw put them back: move one kept position to a pruned one
+        moved[np.flatnonzero(mask)[0]], moved[np.flatnonzero(~mask)[0]] = False, True
+    return REPLY_MASKS | {name: moved.reshape(REPLY_MASKS[name].shape)}
+
+
+@pytest.mark.slow
+@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(moved_masks(), st.sampled_from([None, 3]))
+def test_masks_with_the_right_count_at_wrong_positions_are_rejected(masks: dict, level: int | None) -> None:
+    # Prepare: a well-formed reply whose masks keep as many weights as the sent ones, elsewhere
+    state = {name: np.where(m, 1.0, 0.0).astype(np.float32) for name, m in masks.items()}
+    data = encode_train_res(TrainRes(1, 10, state, 0.0, 0.0, masks=masks), REPLY_MASKS, level=level)
+    shapes = {name: m.shape for name, m in masks.items()}
+    # Execute / Assert: rejected by the default (strict) decode, accepted where clients may change masks
+    assert not _decode_bounded(lambda d: decode_train_res(d, REPLY_MASKS, limits=LIMITS, expected_shapes=shapes),
+                               data)
+    assert _decode_bounded(
+        lambda d: decode_train_res(d, REPLY_MASKS, limits=LIMITS, expected_shapes=shapes, own_masks=True), data
+    )
+
+
+def test_kilobyte_bombs_stay_under_an_address_space_cap_with_default_limits() -> None:
+    # Prepare: a child process caps its address space at what it uses after its imports + 128 MiB and decodes,
+    # with the default DecodeLimits, a 4 kB message declaring one 64 Mi-element float32 layer (256 MiB) whose
+    # zstd frame declares 256 MiB and holds 1000 RLE blocks of 1 KiB: once with the shapes the server sent
+    # (a (4,) layer), once without them
+    script = textwrap.dedent(
+        r"""
+        import resource, struct, zlib
+        from prunefl.errors import DecodeError
+        from prunefl.sparse.codec import decode_state
+        with open("/proc/self/status") as f:
+            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (128 << 20), vm + (128 << 20)))
+        n = 64 * 1024 * 1024
+        frame = struct.pack("<I", 0xFD2FB528) + bytes([0x80, 0]) + struct.pack("<I", 4 * n)
+        for i in range(1000):
+            frame += (int(i == 999) | 1 << 1 | 1024 << 3).to_bytes(3, "little") + b"\x00"
+        entry = b"\x01\x00w" + bytes([8, 1]) + struct.pack("<Q", n) + struct.pack(
+            "<BBQBQQIBBQI", 0, 0, n, 0, 0, 0, 0, 8, 1, len(frame), zlib.crc32(frame))
+        fixed = struct.pack("<4sHBBIIQQI", b"PFL1", 2, 3, 0, 1, 0, len(entry), len(entry), zlib.crc32(entry))
+        data = fixed + struct.pack("<I", zlib.crc32(fixed)) + entry + frame
+        for shapes in ({"w": (4,)}, None):
+            try:
+                decode_state(data, expected_shapes=shapes)
+                print("accepted")
+            except DecodeError as exc:
+                print("rejected:", str(exc)[:90])
+        print("bytes", len(data))
+        """
+    )
+    # Execute
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    # Assert: both rejected by explicit checks, within the cap: by the shapes sent, then by the frame's content
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("rejected: entries differ from expected_shapes"), lines
+    assert lines[1].startswith("rejected:") and UNCHECKED not in lines[1], lines
+    assert lines[2] == "bytes 4108", lines  # 40 header + 58 table + 10 frame header + 4000 block bytes
 
 
 def test_fuzz_inputs_start_from_valid_messages() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from prunefl.errors import DecodeError
 from prunefl.fl.messages import TrainRes
 from prunefl.sparse.codec import decode_train_res, encode_train_res
 
@@ -24,7 +25,7 @@ def test_reply_with_own_masks_round_trips_masks_and_kept_values(level: int | Non
     # Prepare: the regrown idx 4 holds a value the server's mask prunes; the dropped idx 1 holds 0
     res = _reply(OWN, [1.5, 0.0, -2.0, 0.0, 0.25, 0.0])
     # Execute: the server decodes with the mask it sent
-    out = decode_train_res(encode_train_res(res, SERVER, level=level), SERVER)
+    out = decode_train_res(encode_train_res(res, SERVER, level=level), SERVER, own_masks=True)
     # Assert
     assert out.masks is not None and set(out.masks) == {"w"}
     np.testing.assert_array_equal(out.masks["w"], OWN["w"])
@@ -59,7 +60,7 @@ def test_reply_with_own_masks_and_importance_round_trips_both() -> None:
     importance = {"w": np.arange(6, dtype=np.float32), "b": np.array([1.0, 2.0], np.float32)}
     res = _reply(OWN, [1.5, 0.0, -2.0, 0.0, 0.25, 0.0], importance)
     # Execute
-    out = decode_train_res(encode_train_res(res, SERVER), SERVER)
+    out = decode_train_res(encode_train_res(res, SERVER), SERVER, own_masks=True)
     # Assert
     assert out.masks is not None and out.importance is not None
     np.testing.assert_array_equal(out.masks["w"], OWN["w"])
@@ -73,3 +74,29 @@ def test_nonzero_value_where_the_own_mask_prunes_is_rejected_even_if_the_server_
     # Execute / Assert: the encoder checks against the masks the reply carries
     with pytest.raises(ValueError, match="'w'"):
         encode_train_res(res, SERVER)
+
+
+def test_reply_with_other_masks_is_rejected_unless_own_masks_are_allowed() -> None:
+    # Prepare: the client's mask keeps 3 weights, as the server's does, at other positions (1 -> 4)
+    data = encode_train_res(_reply(OWN, [1.5, 0.0, -2.0, 0.0, 0.25, 0.0]), SERVER)
+    # Execute / Assert: the default decode compares the carried mask with the one sent
+    with pytest.raises(DecodeError, match=r"\['w'\] that differ from those the server sent"):
+        decode_train_res(data, SERVER)
+
+
+def test_reply_carrying_the_servers_own_mask_is_accepted_by_the_strict_decode() -> None:
+    # Prepare: the encoder sends the server's mask itself (include_masks=True)
+    res = _reply(None, [1.5, 0.25, -2.0, 0.0, 0.0, 0.0])
+    # Execute
+    out = decode_train_res(encode_train_res(res, SERVER, include_masks=True), SERVER)
+    # Assert
+    assert out.masks is not None
+    np.testing.assert_array_equal(out.masks["w"], SERVER["w"])
+
+
+def test_reply_masking_an_entry_the_server_did_not_mask_is_rejected() -> None:
+    # Prepare: the server sent no masks; the reply masks "w"
+    data = encode_train_res(_reply(OWN, [1.5, 0.0, -2.0, 0.0, 0.25, 0.0]), {})
+    # Execute / Assert
+    with pytest.raises(DecodeError, match=r"server sent masks for \[\]"):
+        decode_train_res(data, {})

@@ -109,6 +109,10 @@ class ServerLink:
     ----------
     settings : WireSettings or None
         Encoding options (default: None: ``WireSettings()``).
+    own_masks : bool
+        Accept replies whose masks differ from those sent: the client's own, for methods whose clients change
+        masks (FedDST) (default: True, since the round protocol does not yet say which methods do; False: a
+        reply's masks, if present, must equal those sent).
 
     Examples
     --------
@@ -120,10 +124,13 @@ class ServerLink:
     (True, 0)
     """
 
-    def __init__(self, settings: WireSettings | None = None) -> None:
+    def __init__(self, settings: WireSettings | None = None, *, own_masks: bool = True) -> None:
         self.settings = settings or WireSettings()
+        self.own_masks = own_masks
         self._held: dict[int, int] = {}  # participant -> mask version it received last
         self._sent_masks: dict[int, Mapping[str, np.ndarray]] = {}  # participant -> masks of its last instruction
+        # participant -> entry shapes of its last instruction: a reply must have them, which bounds its memory
+        self._sent_shapes: dict[int, dict[str, tuple[int, ...]]] = {}
 
     def held_mask_version(self, participant: int) -> int | None:
         """The mask version ``participant`` received last (None: never sent one)."""
@@ -138,6 +145,7 @@ class ServerLink:
         s = self.settings
         variants: dict[bool, bytes] = {}
         out: dict[int, TrainMessage] = {}
+        shapes = {name: tuple(np.shape(value)) for name, value in ins.state.items()}
         for pid in participants:
             with_masks = self._held.get(pid) != mask_version
             if with_masks not in variants:
@@ -147,12 +155,14 @@ class ServerLink:
             out[pid] = TrainMessage(variants[with_masks], mask_version)
             self._held[pid] = mask_version
             self._sent_masks[pid] = ins.masks
+            self._sent_shapes[pid] = shapes
         return out
 
     def decode_res(self, participant: int, data: bytes) -> TrainRes:
-        """Decode ``participant``'s reply against the masks of the instruction it was sent.
+        """Decode ``participant``'s reply against the entry shapes and masks of the instruction it was sent.
 
-        A reply with its own masks (FedDST) carries them; they are decoded from the message.
+        A reply with its own masks (FedDST) carries them; they are decoded from the message, and must equal
+        those sent unless the link accepts clients' own masks (``own_masks``).
 
         Raises
         ------
@@ -166,7 +176,9 @@ class ServerLink:
             raise InconsistentRepliesError(
                 f"a reply came from participant {participant}, which was sent no instruction; it is not aggregated"
             )
-        return decode_train_res(data, masks)
+        return decode_train_res(
+            data, masks, expected_shapes=self._sent_shapes[participant], own_masks=self.own_masks
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """The mask version each participant holds, as JSON-able values (``{"held": {str(id): version}}``)."""
@@ -189,6 +201,7 @@ class ServerLink:
             raise CheckpointError(f"server link 'held' table must map int ids to int versions: {error}") from error
         self._held = table
         self._sent_masks = {}
+        self._sent_shapes = {}
 
 
 class ClientLink:

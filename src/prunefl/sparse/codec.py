@@ -4,6 +4,23 @@ A message is plain little-endian binary: fixed struct fields, a layer table and 
 pickled, ``eval``-ed or loaded with ``allow_pickle``; the decoder validates every field against the format and
 against `DecodeLimits` before it allocates, and raises only `prunefl.errors.DecodeError`.
 
+What a decoder trusts (format version 2)
+----------------------------------------
+* **Integrity.** A CRC32 (``zlib.crc32``) covers the fixed header and scalars, another the stored layer table,
+  and one each stored section; each is verified before the bytes it covers are used. CRC32 detects every
+  single-bit error (and every burst up to 32 bits) in what it covers, and magic, version and kind, read before
+  the header checksum, are each rejected on their own when wrong: every single-bit flip of a message is
+  rejected. A CRC is no signature: it catches corruption, not a forger, whom the bounds below are for.
+* **Memory.** Every size is bounded before anything is allocated: shapes (dims, each dim, elements per entry
+  and in total) by `DecodeLimits`, and by ``expected_shapes`` when the receiver knows the model (a server
+  passes the shapes it sent); the raw length of a values section is implied by its count and dtype, that of a
+  mask by its code, count and Rice ``k`` (itself at most ``numel.bit_length()``); the table by its entry
+  counts. A zstd section must declare its raw length and a window no larger, must end where the section ends,
+  and is decompressed in a stream, in chunks, never past it (memory follows what a frame holds, not what it
+  declares). Decoding then needs O(decoded arrays) memory: Rice remainders are read as words, not a byte a bit.
+* **One exception type.** Every malformed input raises `DecodeError`; any other exception inside the decoder
+  (a bug) is turned into one whose message starts with "malformed message (no explicit check caught it)".
+
 What is sent per state entry (layer)
 ------------------------------------
 * **Masked entry** (a key of ``masks``): only the *kept* values, in row-major mask order, as float32 (option
@@ -45,13 +62,13 @@ exponent bytes of floats are then contiguous and compress well, while mantissa b
 (measured on N(0, 1) float32: zstd alone 92.5 %, shuffled 85 %, and 2.7x faster). Sections over
 ``4 · _SAMPLE_ELEMENTS`` elements are first tried on a sample, so incompressible values cost little time.
 
-Byte layout (format version 1; every integer little-endian, ``uN``/``iN`` = unsigned/signed N-bit)
+Byte layout (format version 2; every integer little-endian, ``uN``/``iN`` = unsigned/signed N-bit)
 --------------------------------------------------------------------------------------------------
 ::
 
-    message = fixed header | kind scalars | layer table | body
+    message = fixed header | kind scalars | header checksum | layer table | body
 
-    fixed header (32 bytes)
+    fixed header (36 bytes)
       off  size  type  field
       0    4     -     magic b"PFL1"
       4    2     u16   format version (1)
@@ -61,6 +78,7 @@ Byte layout (format version 1; every integer little-endian, ``uN``/``iN`` = unsi
       12   4     u32   n_importance: importance entries (0 unless train-res with importance)
       16   8     u64   table stored length (bytes in the message)
       24   8     u64   table raw length (after decompression; equals stored length when raw)
+      32   4     u32   table checksum: CRC32 of the table's stored bytes
 
     kind scalars
       train-ins (34 bytes): round i64 | lr f64 | local_steps i64 | batch_size i64 |
@@ -69,19 +87,24 @@ Byte layout (format version 1; every integer little-endian, ``uN``/``iN`` = unsi
                             has_importance u8
       state     (0 bytes)
 
+    header checksum (4 bytes): u32 CRC32 of the fixed header and the kind scalars
+
     layer table = n_entries state entries, then n_importance importance entries
-      state entry (41 + name bytes + 8·ndim bytes)
+      state entry (49 + name bytes + 8·ndim bytes)
         u16 name length | name (UTF-8) | u8 dtype | u8 ndim | ndim × u64 shape |
         u8 mask code (0 dense, 1 known, 2 all-ones, 3 bitmask, 4 rice-kept, 5 rice-pruned) | u8 rice k |
         u64 n_kept (= element count when dense) |
-        u8 mask codec | u64 mask stored length | u64 mask raw length |
-        u8 values wire dtype | u8 values codec (0 raw, 1 zstd, 2 byte-shuffled zstd) | u64 values stored length
-      importance entry (15 bytes; 42 when top-k)
+        u8 mask codec | u64 mask stored length | u64 mask raw length | u32 mask checksum |
+        u8 values wire dtype | u8 values codec (0 raw, 1 zstd, 2 byte-shuffled zstd) | u64 values stored length |
+        u32 values checksum
+      importance entry (19 bytes; 50 when top-k)
         u32 entry field: state entry index in bits 0-30, bit 31 set for a top-k entry |
-        u8 dtype | u8 wire dtype | u8 values codec | u64 values stored length |
+        u8 dtype | u8 wire dtype | u8 values codec | u64 values stored length | u32 values checksum |
         top-k only: u8 position code (2 all-ones, 3 bitmask, 4 rice-kept, 5 rice-pruned) | u8 rice k |
                     u64 k (values sent) | u8 positions codec | u64 positions stored length |
-                    u64 positions raw length
+                    u64 positions raw length | u32 positions checksum
+
+    A section's checksum is the CRC32 of its stored bytes (0 for an empty section).
 
     body = for each state entry: mask section, values section; then for each importance entry its positions
     section (top-k only), then its values section.
@@ -90,8 +113,9 @@ Byte layout (format version 1; every integer little-endian, ``uN``/``iN`` = unsi
 
 The raw length of a values section is ``count · itemsize(wire dtype)`` (``count`` = n_kept, the element count
 of the entry, or k) and is not stored. A compressed section
-is one zstd frame that declares its content size, equal to the raw length, and is smaller than it. The body is
-exactly as long as the stored lengths say: nothing may follow it.
+is one zstd frame that declares its content size, equal to the raw length, and a window of at most
+max(raw length, 1 KiB), and is smaller than the raw length. The body is exactly as long as the stored lengths
+say: nothing may follow it. Version 1 (no checksums) is rejected.
 """
 
 from __future__ import annotations
@@ -100,6 +124,7 @@ import enum
 import logging
 import math
 import struct
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -127,7 +152,7 @@ logger = logging.getLogger(__name__)
 MAGIC = b"PFL1"
 """First four bytes of every message."""
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Version of the byte layout in the module docstring; a decoder rejects any other."""
 
 # Format limit: positions < 2**31 and at most 2**31 gaps, so Σ gaps < 2**62 fits int64 while decoding.
@@ -153,6 +178,9 @@ class DecodeLimits:
         receivers that know the model should also pass ``expected_shapes``.
     max_decompressed_bytes : int
         Most bytes all zstd sections may decompress to, together (default: 2 GiB).
+    max_table_bytes : int
+        Longest layer table, after decompression (default: 16 MiB; ResNet-18's is about 6 kB). The table is
+        also bounded by what its entry counts allow (65535-byte names, 32 dims).
 
     Raises
     ------
@@ -170,6 +198,7 @@ class DecodeLimits:
     max_elements_per_layer: int = 64 * 1024**2
     max_total_elements: int = 512 * 1024**2
     max_decompressed_bytes: int = 2 * 1024**3
+    max_table_bytes: int = 16 * 1024**2
 
     def __post_init__(self) -> None:
         for name in (
@@ -178,6 +207,7 @@ class DecodeLimits:
             "max_elements_per_layer",
             "max_total_elements",
             "max_decompressed_bytes",
+            "max_table_bytes",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -376,6 +406,7 @@ def decode_train_res(
     limits: DecodeLimits = _DEFAULT_LIMITS,
     expected_shapes: Mapping[str, tuple[int, ...]] | None = None,
     require_finite: bool = True,
+    own_masks: bool = False,
 ) -> TrainRes:
     """Decode and validate a client → server message.
 
@@ -386,7 +417,11 @@ def decode_train_res(
     masks : Mapping[str, numpy.ndarray] or None
         The masks the server sent this round; they must name exactly the entries the message masks.
     limits, expected_shapes, require_finite
-        As in `decode_train_ins`.
+        As in `decode_train_ins`. A server should pass the shapes of the state it sent as ``expected_shapes``:
+        they, not ``limits``, then bound the memory a reply can make it allocate.
+    own_masks : bool
+        Accept a reply that carries masks other than ``masks``: the client's own, for methods whose clients
+        change masks (FedDST) (default: False: masks a reply carries must equal ``masks``, entry for entry).
 
     Returns
     -------
@@ -397,7 +432,8 @@ def decode_train_res(
     Raises
     ------
     DecodeError
-        On anything malformed, inconsistent or over a limit.
+        On anything malformed, inconsistent or over a limit, or masks other than ``masks`` without
+        ``own_masks``.
 
     Examples
     --------
@@ -406,6 +442,8 @@ def decode_train_res(
     array([1., 1., 1.], dtype=float32)
     """
     msg = _decode(data, _Kind.TRAIN_RES, masks, limits, expected_shapes, require_finite)
+    if msg.sent_masks and not own_masks:
+        _check_same_masks(msg.masks, masks)
     client_id, num_examples, train_loss, compute_wall_s, has_importance = msg.scalars
     return TrainRes(
         client_id=client_id,
@@ -451,8 +489,8 @@ def encode_state(
     Examples
     --------
     >>> data = encode_state({"w": np.zeros(8, np.float32)}, {"w": np.zeros(8, bool)}, level=None)
-    >>> len(data)  # 32-byte header + 50-byte table entry; an all-zero mask and no values cost nothing
-    82
+    >>> len(data)  # 36-byte header + 4-byte checksum + 58-byte table entry; an empty mask and no values: 0
+    98
     """
     options = _encode_options(values_dtype, "float32", level)
     return _encode(_Kind.STATE, b"", state, masks, include_masks, None, options)
@@ -563,16 +601,17 @@ class _Codec(enum.IntEnum):
     SHUFFLED_ZSTD = 2  # byte planes (element byte 0 of all elements, then byte 1, ...), then zstd
 
 
-_FIXED = struct.Struct("<4sHBBIIQQ")
+_FIXED = struct.Struct("<4sHBBIIQQI")  # ..., table CRC32
+_CRC = struct.Struct("<I")
 _INS_SCALARS = struct.Struct("<qdqqBB")
 _RES_SCALARS = struct.Struct("<qqddB")
 _KIND_SCALARS = {_Kind.TRAIN_INS: _INS_SCALARS, _Kind.TRAIN_RES: _RES_SCALARS, _Kind.STATE: struct.Struct("<")}
 _NAME_LEN = struct.Struct("<H")
 _DTYPE_NDIM = struct.Struct("<BB")
-_ENTRY_TAIL = struct.Struct("<BBQBQQBBQ")
-_IMPORTANCE_ENTRY = struct.Struct("<IBBBQ")
+_ENTRY_TAIL = struct.Struct("<BBQBQQIBBQI")
+_IMPORTANCE_ENTRY = struct.Struct("<IBBBQI")
 _IMPORTANCE_TOP_K_FLAG = 1 << 31  # bit 31 of the entry field: a top-k importance entry, with positions
-_IMPORTANCE_POSITIONS = struct.Struct("<BBQBQQ")  # code, rice k, k, positions codec, stored, raw
+_IMPORTANCE_POSITIONS = struct.Struct("<BBQBQQI")  # code, rice k, k, positions codec, stored, raw, CRC32
 
 # Wire dtypes are explicitly little-endian; ("kind", itemsize) identifies a host dtype of either byte order.
 _DTYPES: dict[int, np.dtype] = {
@@ -596,6 +635,11 @@ _MAX_NDIM = 32
 _MAX_RICE_K = 31  # a gap is < 2**31
 _ZSTD_LEVELS = range(-7, zstandard.MAX_COMPRESSION_LEVEL + 1)
 _MAX_WINDOW_BYTES = 1 << 27  # zstd's default decoder limit; bounds the decoder's window memory
+_MIN_WINDOW_BYTES = 1 << 10  # zstd's smallest window; a frame may ask for it however short its content
+_READ_CHUNK_BYTES = 1 << 20  # decompressed sections are read in chunks of this size
+# Largest table entries the format allows: a 65535-byte name and 32 dims; a top-k importance entry.
+_MAX_ENTRY_BYTES = _NAME_LEN.size + 0xFFFF + _DTYPE_NDIM.size + 8 * 32 + _ENTRY_TAIL.size
+_MAX_IMPORTANCE_ENTRY_BYTES = _IMPORTANCE_ENTRY.size + _IMPORTANCE_POSITIONS.size
 _MIN_COMPRESS_BYTES = 64  # below this the zstd frame header (>= 9 bytes) rarely pays for itself
 _SAMPLE_ELEMENTS = 65536  # values sections over 4x this are first compressed on their first elements ...
 _SAMPLE_WORTH_IT = 0.98  # ... and sent raw unless the sample shrinks to 98 % or less
@@ -700,9 +744,11 @@ def _encode(
                 mask_codec,
                 len(mask_payload),
                 len(mask_raw),
+                zlib.crc32(mask_payload),
                 _dtype_code(wire, name),
                 values_codec,
                 _nbytes(values_payload),
+                zlib.crc32(values_payload),  # type: ignore[arg-type]
             )
         )
         body += [mask_payload, values_payload]
@@ -723,14 +769,25 @@ def _encode(
                 positions_codec, positions_payload = _compress_plain(positions_raw, options.compressor)
                 field |= _IMPORTANCE_TOP_K_FLAG
                 positions_entry = _IMPORTANCE_POSITIONS.pack(
-                    code, rice_k, n_top, positions_codec, len(positions_payload), len(positions_raw)
+                    code,
+                    rice_k,
+                    n_top,
+                    positions_codec,
+                    len(positions_payload),
+                    len(positions_raw),
+                    zlib.crc32(positions_payload),
                 )
                 body.append(positions_payload)
             values = _to_wire(flat, wire, f"importance[{name!r}]")
             codec, payload = _compress_values(values, options.compressor)
             table.append(
                 _IMPORTANCE_ENTRY.pack(
-                    field, _dtype_code(arr.dtype, name), options.importance_wire, codec, _nbytes(payload)
+                    field,
+                    _dtype_code(arr.dtype, name),
+                    options.importance_wire,
+                    codec,
+                    _nbytes(payload),
+                    zlib.crc32(payload),  # type: ignore[arg-type]
                 )
                 + positions_entry
             )
@@ -739,9 +796,18 @@ def _encode(
     table_raw = b"".join(table)
     table_codec, table_payload = _compress_plain(table_raw, options.compressor)
     header = _FIXED.pack(
-        MAGIC, FORMAT_VERSION, kind, table_codec, len(state), n_importance, len(table_payload), len(table_raw)
+        MAGIC,
+        FORMAT_VERSION,
+        kind,
+        table_codec,
+        len(state),
+        n_importance,
+        len(table_payload),
+        len(table_raw),
+        zlib.crc32(table_payload),
     )
-    data = b"".join([header, scalars, table_payload, *body])  # type: ignore[list-item]
+    header_crc = _CRC.pack(zlib.crc32(header + scalars))
+    data = b"".join([header, scalars, header_crc, table_payload, *body])  # type: ignore[list-item]
     logger.debug("encoded %s: %d entries, %d importance entries, %d bytes", kind.name, len(state), n_importance,
                  len(data))
     return data
@@ -875,6 +941,7 @@ class _Section:
     codec: int
     stored: int
     raw: int
+    crc: int = 0  # CRC32 of the stored bytes
     offset: int = 0  # start in the message, set once the table is complete
 
 
@@ -942,6 +1009,32 @@ def _decode(
     expected_shapes: Mapping[str, tuple[int, ...]] | None,
     require_finite: bool,
 ) -> _Decoded:
+    """Decode a message of ``kind``; any exception but `DecodeError` is a codec bug, reported as a DecodeError.
+
+    Every input is meant to be rejected by an explicit check below; the net only guarantees callers a single
+    exception type (a numpy or zstd error, or a MemoryError, must not take a server down). Its message starts
+    with ``_UNCHECKED`` so that the fuzz tests can tell that no explicit check caught the input.
+    """
+    try:
+        return _decode_checked(data, kind, known_masks, limits, expected_shapes, require_finite)
+    except DecodeError:
+        raise
+    except (MemoryError, ArithmeticError, ValueError, TypeError, IndexError, KeyError, LookupError,
+            struct.error, zstandard.ZstdError, UnicodeError) as exc:
+        raise DecodeError(f"{_UNCHECKED}: {type(exc).__name__}: {exc}") from None
+
+
+_UNCHECKED = "malformed message (no explicit check caught it)"
+
+
+def _decode_checked(
+    data: bytes | bytearray | memoryview,
+    kind: _Kind,
+    known_masks: Mapping[str, np.ndarray] | None,
+    limits: DecodeLimits,
+    expected_shapes: Mapping[str, tuple[int, ...]] | None,
+    require_finite: bool,
+) -> _Decoded:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"expected a bytes-like message, found {type(data).__name__}")
     try:
@@ -951,33 +1044,50 @@ def _decode(
     if len(buf) > limits.max_message_bytes:
         raise DecodeError(f"message is {len(buf)} bytes, above max_message_bytes={limits.max_message_bytes}")
     reader = _Reader(buf, "message")
-    magic, version, wire_kind, table_codec, n_entries, n_importance, table_stored, table_raw = reader.unpack(
-        _FIXED, "fixed header"
-    )
+    fixed = reader.take(_FIXED.size, "fixed header")
+    (magic, version, wire_kind, table_codec, n_entries, n_importance, table_stored, table_raw,
+     table_crc) = _FIXED.unpack(fixed)
+    # Magic, version and kind are checked before the header checksum: they say which layout (and so which
+    # scalars) to read, and each is rejected on its own when wrong.
     if magic != MAGIC:
         raise DecodeError(f"expected magic {MAGIC!r}, found {bytes(magic)!r}: not a prunefl message")
     if version != FORMAT_VERSION:
-        raise DecodeError(f"expected format version {FORMAT_VERSION}, found {version}")
+        old = " (version 1 messages carry no checksums and are no longer accepted: re-encode them)"
+        raise DecodeError(
+            f"expected format version {FORMAT_VERSION}, found {version}{old if version == 1 else ''}"
+        )
     if wire_kind != kind:
         found = _Kind(wire_kind).name if wire_kind in set(_Kind) else str(wire_kind)
         raise DecodeError(f"expected a {kind.name} message, found kind {found}")
+    raw_scalars = reader.take(_KIND_SCALARS[kind].size, "scalar fields")
+    (header_crc,) = reader.unpack(_CRC, "header checksum")
+    _check_crc(buf[: reader.pos - _CRC.size], header_crc, "fixed header and scalar fields")
     if n_entries > limits.max_layers:
         raise DecodeError(f"message has {n_entries} entries, above max_layers={limits.max_layers}")
     if n_importance > n_entries:
         raise DecodeError(
             f"expected at most {n_entries} importance entries (one per state entry), found {n_importance}"
         )
-    scalars = _check_scalars(kind, reader.unpack(_KIND_SCALARS[kind], "scalar fields"), n_importance,
-                             require_finite)
-    decompressor = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW_BYTES)
-    table_section = _Section(table_codec, table_stored, table_raw)
+    scalars = _check_scalars(kind, _KIND_SCALARS[kind].unpack(raw_scalars), n_importance, require_finite)
+    table_section = _Section(table_codec, table_stored, table_raw, table_crc)
     _check_section_codec(table_section, "layer table", allow_shuffle=False)
+    # The table's size is bounded by what its entry counts allow before anything is decompressed.
+    max_table = min(
+        limits.max_table_bytes, n_entries * _MAX_ENTRY_BYTES + n_importance * _MAX_IMPORTANCE_ENTRY_BYTES
+    )
+    if table_raw > max_table:
+        raise DecodeError(
+            f"layer table of {table_raw} bytes is above the {max_table} bytes that {n_entries} entries and "
+            f"{n_importance} importance entries can take (max_table_bytes={limits.max_table_bytes})"
+        )
     if table_codec != _Codec.RAW and table_raw > limits.max_decompressed_bytes:
         raise DecodeError(
             f"layer table decompresses to {table_raw} bytes, above max_decompressed_bytes="
             f"{limits.max_decompressed_bytes}"
         )
-    table = _section_bytes(reader.take(table_stored, "layer table"), table_section, decompressor, "layer table")
+    table_stored_bytes = reader.take(table_stored, "layer table")
+    _check_crc(table_stored_bytes, table_crc, "layer table")
+    table = _section_bytes(table_stored_bytes, table_section, "layer table")
     entries, importance_entries = _parse_table(table, n_entries, n_importance, limits)
     _check_entries(entries, importance_entries, known_masks, expected_shapes)
 
@@ -994,6 +1104,15 @@ def _decode(
             f"expected a message of {offset} bytes (header, table and sections), found {len(buf)}: "
             f"{'truncated' if offset > len(buf) else 'trailing bytes'}"
         )
+    # Every section's checksum is verified before any section is used.
+    for e in entries:
+        for section, noun in ((e.mask, "mask"), (e.values, "values")):
+            _check_crc(buf[section.offset : section.offset + section.stored], section.crc, f"entry {e.name!r} {noun}")
+    for imp in importance_entries:
+        for part in (imp.values, imp.positions):
+            if part is not None:
+                what = f"importance of {entries[imp.entry].name!r}"
+                _check_crc(buf[part.offset : part.offset + part.stored], part.crc, what)
     compressed_total = sum(s.raw for s in sections if s.codec != _Codec.RAW)
     compressed_total += table_raw if table_codec != _Codec.RAW else 0
     if compressed_total > limits.max_decompressed_bytes:
@@ -1006,12 +1125,11 @@ def _decode(
     masks: dict[str, np.ndarray] = {}
     for e in entries:
         what = f"entry {e.name!r}"
-        values = _decode_values(buf, e.values, e.wire, e.n_kept, decompressor, f"{what} values", require_finite)
+        values = _decode_values(buf, e.values, e.wire, e.n_kept, f"{what} values", require_finite)
         if e.mask_code == _MaskCode.DENSE:
             state[e.name] = values.astype(e.dtype.newbyteorder("="), copy=True).reshape(e.shape)
             continue
-        mask_raw = _section_bytes(buf[e.mask.offset : e.mask.offset + e.mask.stored], e.mask, decompressor,
-                                  f"{what} mask")
+        mask_raw = _section_bytes(buf[e.mask.offset : e.mask.offset + e.mask.stored], e.mask, f"{what} mask")
         mask_flat, positions = _decode_mask(e, mask_raw, known_masks)
         out = np.zeros(e.numel, dtype=e.dtype.newbyteorder("="))
         if e.n_kept == e.numel:
@@ -1031,14 +1149,14 @@ def _decode(
         e = entries[imp.entry]
         what = f"importance of {e.name!r}"
         if imp.positions is None:
-            values = _decode_values(buf, imp.values, imp.wire, e.numel, decompressor, what, require_finite)
+            values = _decode_values(buf, imp.values, imp.wire, e.numel, what, require_finite)
             importance[e.name] = values.astype(imp.dtype.newbyteorder("="), copy=True).reshape(e.shape)
             continue
         positions_raw = _section_bytes(buf[imp.positions.offset : imp.positions.offset + imp.positions.stored],
-                                       imp.positions, decompressor, f"{what} positions")
+                                       imp.positions, f"{what} positions")
         top, positions = _decode_positions(imp.position_code, imp.rice_k, imp.n_top, e.numel, positions_raw,
                                            f"{what} positions")
-        values = _decode_values(buf, imp.values, imp.wire, imp.n_top, decompressor, what, require_finite)
+        values = _decode_values(buf, imp.values, imp.wire, imp.n_top, what, require_finite)
         out = np.zeros(e.numel, dtype=imp.dtype.newbyteorder("="))
         out[positions if positions is not None else top] = values  # row-major position order
         importance[e.name] = out.reshape(e.shape)
@@ -1047,7 +1165,7 @@ def _decode(
 
 
 def _parse_table(
-    table: bytes | memoryview, n_entries: int, n_importance: int, limits: DecodeLimits
+    table: bytes | bytearray | memoryview, n_entries: int, n_importance: int, limits: DecodeLimits
 ) -> tuple[list[_Entry], list[_ImportanceEntry]]:
     reader = _Reader(memoryview(table), "layer table")
     entries: list[_Entry] = []
@@ -1074,8 +1192,8 @@ def _parse_table(
         total_elements += numel
         if total_elements > limits.max_total_elements:
             raise DecodeError(f"entries have over {limits.max_total_elements} elements (max_total_elements)")
-        (mask_code, rice_k, n_kept, mask_codec, mask_stored, mask_raw, wire_code, values_codec,
-         values_stored) = reader.unpack(_ENTRY_TAIL, f"{what} sections")
+        (mask_code, rice_k, n_kept, mask_codec, mask_stored, mask_raw, mask_crc, wire_code, values_codec,
+         values_stored, values_crc) = reader.unpack(_ENTRY_TAIL, f"{what} sections")
         wire = _wire_dtype(wire_code, f"{what} values wire dtype")
         entries.append(
             _Entry(
@@ -1086,15 +1204,15 @@ def _parse_table(
                 mask_code=mask_code,
                 rice_k=rice_k,
                 n_kept=n_kept,
-                mask=_Section(mask_codec, mask_stored, mask_raw),
+                mask=_Section(mask_codec, mask_stored, mask_raw, mask_crc),
                 wire=wire,
                 # The raw length of values is implied; n_kept is checked against numel before it is trusted.
-                values=_Section(values_codec, values_stored, min(n_kept, numel) * wire.itemsize),
+                values=_Section(values_codec, values_stored, min(n_kept, numel) * wire.itemsize, values_crc),
             )
         )
     importance: list[_ImportanceEntry] = []
     for j in range(n_importance):
-        field, dtype_code, wire_code, codec, stored = reader.unpack(_IMPORTANCE_ENTRY, f"importance entry {j}")
+        field, dtype_code, wire_code, codec, stored, crc = reader.unpack(_IMPORTANCE_ENTRY, f"importance entry {j}")
         what = f"importance entry {j}"
         index = field & ~_IMPORTANCE_TOP_K_FLAG
         if index >= n_entries:
@@ -1106,9 +1224,9 @@ def _parse_table(
         if total_elements > limits.max_total_elements:
             raise DecodeError(f"entries have over {limits.max_total_elements} elements (max_total_elements)")
         if not field & _IMPORTANCE_TOP_K_FLAG:
-            importance.append(_ImportanceEntry(index, dtype, wire, _Section(codec, stored, numel * wire.itemsize)))
+            importance.append(_ImportanceEntry(index, dtype, wire, _Section(codec, stored, numel * wire.itemsize, crc)))
             continue
-        code, rice_k, n_top, positions_codec, positions_stored, positions_raw = reader.unpack(
+        code, rice_k, n_top, positions_codec, positions_stored, positions_raw, positions_crc = reader.unpack(
             _IMPORTANCE_POSITIONS, f"{what} positions"
         )
         importance.append(
@@ -1117,11 +1235,11 @@ def _parse_table(
                 dtype,
                 wire,
                 # n_top is checked against numel before it is trusted.
-                _Section(codec, stored, min(n_top, numel) * wire.itemsize),
+                _Section(codec, stored, min(n_top, numel) * wire.itemsize, crc),
                 code,
                 rice_k,
                 n_top,
-                _Section(positions_codec, positions_stored, positions_raw),
+                _Section(positions_codec, positions_stored, positions_raw, positions_crc),
             )
         )
     if reader.pos != len(reader.buf):
@@ -1137,12 +1255,11 @@ def _decode_values(
     section: _Section,
     wire: np.dtype,
     count: int,
-    decompressor: zstandard.ZstdDecompressor,
     what: str,
     require_finite: bool,
 ) -> np.ndarray:
     """Return ``count`` wire-dtype values (possibly a read-only view; callers copy)."""
-    raw = _section_bytes(buf[section.offset : section.offset + section.stored], section, decompressor, what)
+    raw = _section_bytes(buf[section.offset : section.offset + section.stored], section, what)
     if section.codec == _Codec.SHUFFLED_ZSTD:
         planes = np.frombuffer(raw, dtype=np.uint8).reshape(wire.itemsize, count)
         values = np.ascontiguousarray(planes.T).view(wire).reshape(count)
@@ -1160,7 +1277,7 @@ def _decode_values(
 
 
 def _decode_mask(
-    e: _Entry, raw: bytes | memoryview, known_masks: Mapping[str, np.ndarray] | None
+    e: _Entry, raw: bytes | bytearray | memoryview, known_masks: Mapping[str, np.ndarray] | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Return the flat boolean mask of a masked entry, and the sorted kept positions when they are at hand."""
     if e.mask_code == _MaskCode.KNOWN:
@@ -1170,7 +1287,7 @@ def _decode_mask(
 
 
 def _decode_positions(
-    code: int, rice_k: int, n_kept: int, numel: int, raw: bytes | memoryview, what: str
+    code: int, rice_k: int, n_kept: int, numel: int, raw: bytes | bytearray | memoryview, what: str
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode a sent mask (any code but KNOWN): the flat mask, and the sorted kept positions when at hand."""
     if code == _MaskCode.ALL_ONES:
@@ -1196,7 +1313,7 @@ def _decode_positions(
     return mask, None
 
 
-def _rice_decode(raw: bytes | memoryview, m: int, k: int, n_total: int, what: str) -> np.ndarray:
+def _rice_decode(raw: bytes | bytearray | memoryview, m: int, k: int, n_total: int, what: str) -> np.ndarray:
     """Invert `_rice_encode`: return m strictly increasing positions in [0, n_total)."""
     data = np.frombuffer(raw, dtype=np.uint8)
     if m == 0:
@@ -1212,10 +1329,10 @@ def _rice_decode(raw: bytes | memoryview, m: int, k: int, n_total: int, what: st
         raise DecodeError(f"{what}: unary stream has trailing zero bytes after its last code")
     quotients = np.diff(terminators, prepend=-1) - 1
     if k:
-        bits = np.unpackbits(data[:n_remainder_bytes], bitorder="little")
-        if bits[m * k :].any():
+        remainders = _read_bit_fields(data[:n_remainder_bytes], m, k)
+        used_bits = (m * k) % 8
+        if used_bits and int(data[n_remainder_bytes - 1]) >> used_bits:
             raise DecodeError(f"{what}: expected zero padding bits after the Rice remainders, found ones")
-        remainders = bits[: m * k].reshape(m, k).astype(np.int64) @ (np.int64(1) << np.arange(k, dtype=np.int64))
     else:
         remainders = np.zeros(m, dtype=np.int64)
     # Overflow-free by construction: q <= (n_total - 1) >> k keeps q << k below 2**31 and g = (q << k) + r below
@@ -1231,33 +1348,93 @@ def _rice_decode(raw: bytes | memoryview, m: int, k: int, n_total: int, what: st
     return positions
 
 
-def _section_bytes(
-    payload: memoryview, section: _Section, decompressor: zstandard.ZstdDecompressor, what: str
-) -> bytes | memoryview:
-    """Return a section's raw bytes, decompressing a zstd frame with its output capped at the raw length."""
+def _read_bit_fields(data: np.ndarray, m: int, k: int) -> np.ndarray:
+    """Return the m consecutive k-bit LSB-first fields of ``data`` (1 <= k <= 31) as int64, shape (m,).
+
+    Field i starts at bit i·k: it is read as the little-endian 8-byte word at byte (i·k) >> 3, shifted right
+    by (i·k) & 7 and masked to k bits (7 + 31 < 64). Memory is O(m) words, whatever k is: unpacking to one
+    byte a bit would cost 8·k bytes a field.
+    """
+    padded = np.zeros(data.size + 8, dtype=np.uint8)  # 8 zero bytes: the last word may run past the data
+    padded[: data.size] = data
+    words = np.ndarray(shape=(data.size + 1,), dtype="<u8", buffer=padded, strides=(1,))  # word at every byte
+    starts = np.arange(m, dtype=np.int64) * k
+    fields = (words[starts >> 3] >> (starts & 7).astype(np.uint64)) & np.uint64((1 << k) - 1)
+    return fields.astype(np.int64)
+
+
+def _section_bytes(payload: memoryview, section: _Section, what: str) -> bytes | memoryview:
+    """Return a section's raw bytes; a zstd frame is decompressed into a buffer of exactly the raw length.
+
+    The raw length was bounded by the entry's shape and dtype before this is called. The frame must declare
+    that length, use a window no larger than it (libzstd allocates the window the frame asks for), end exactly
+    where the section ends (its blocks are walked without decompressing), and expand to exactly that many
+    bytes: the output is read in a stream, in chunks, and never past the raw length.
+    """
     if section.codec == _Codec.RAW:
         return payload
     try:
-        # Without a declared size equal to the raw length, the decompressor could be made to allocate
-        # whatever the frame claims; with it, libzstd refuses to write past it (a "bomb" then fails).
-        declared = zstandard.get_frame_parameters(payload).content_size
+        params = zstandard.get_frame_parameters(payload)
     except zstandard.ZstdError as exc:
         raise DecodeError(f"{what}: expected a zstd frame header, found invalid bytes ({exc})") from None
-    if declared != section.raw:
-        shown = "no size" if declared == zstandard.CONTENTSIZE_UNKNOWN else f"{declared} bytes"
+    if params.content_size != section.raw:
+        shown = "no size" if params.content_size == zstandard.CONTENTSIZE_UNKNOWN else f"{params.content_size} bytes"
         raise DecodeError(f"{what}: expected a zstd frame declaring {section.raw} bytes, found {shown}")
-    stream = decompressor.decompressobj()
+    max_window = max(section.raw, _MIN_WINDOW_BYTES)
+    if params.window_size > max_window or params.dict_id:
+        raise DecodeError(
+            f"{what}: expected a zstd frame with a window of at most {max_window} bytes and no dictionary, found "
+            f"a window of {params.window_size} bytes and dictionary id {params.dict_id}"
+        )
+    frame_bytes = _zstd_frame_bytes(payload, what)
+    if frame_bytes != len(payload):
+        raise DecodeError(
+            f"{what}: expected one zstd frame filling the {len(payload)}-byte section, found a frame of "
+            f"{frame_bytes} bytes ({'trailing bytes' if frame_bytes < len(payload) else 'truncated'})"
+        )
+    # Read in chunks rather than into a buffer of the declared length: a frame of a few bytes may declare
+    # gigabytes that it does not hold, and memory then follows what it does hold, never past the declared length.
+    decompressor = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW_BYTES)
+    chunks: list[bytes] = []
+    filled = 0
     try:
-        out = stream.decompress(payload)
+        reader = decompressor.stream_reader(payload, read_across_frames=False)
+        while filled < section.raw:
+            chunk = reader.read(min(section.raw - filled, _READ_CHUNK_BYTES))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            filled += len(chunk)
+        beyond = reader.read(1) if filled == section.raw else b""
     except zstandard.ZstdError as exc:
         raise DecodeError(f"{what}: corrupt zstd data ({exc})") from None
-    if not stream.eof or stream.unused_data or len(out) != section.raw:
+    if filled != section.raw or beyond:
         raise DecodeError(
-            f"{what}: expected one complete zstd frame of {section.raw} bytes filling the section, found "
-            f"{len(out)} bytes, {'a complete' if stream.eof else 'an incomplete'} frame and "
-            f"{len(stream.unused_data)} trailing bytes"
+            f"{what}: expected a zstd frame of exactly {section.raw} bytes, found "
+            f"{'more' if beyond else filled}"
         )
-    return out
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _zstd_frame_bytes(payload: memoryview, what: str) -> int:
+    """Return the length of the zstd frame at the start of ``payload``, from its header and block headers."""
+    try:
+        pos = zstandard.frame_header_size(payload)
+    except zstandard.ZstdError as exc:
+        raise DecodeError(f"{what}: expected a zstd frame header, found invalid bytes ({exc})") from None
+    checksum_bytes = 4 if payload[4] & 0x04 else 0  # Content_Checksum_flag of the frame header descriptor
+    n = len(payload)
+    while True:
+        # Block header: 3 bytes LE: bit 0 last block, bits 1-2 type (0 raw, 1 RLE, 2 compressed), bits 3+ size.
+        if pos + 3 > n:
+            raise DecodeError(f"{what}: zstd frame truncated in a block header at byte {pos} of {n}")
+        header = payload[pos] | payload[pos + 1] << 8 | payload[pos + 2] << 16
+        block_type, size = (header >> 1) & 3, header >> 3
+        if block_type == 3:
+            raise DecodeError(f"{what}: zstd block of reserved type 3 at byte {pos}")
+        pos += 3 + (1 if block_type == 1 else size)
+        if header & 1:
+            return pos + checksum_bytes
 
 
 def _wire_dtype(code: int, what: str) -> np.dtype:
@@ -1295,6 +1472,22 @@ def _check_scalars(kind: _Kind, values: tuple, n_importance: int, require_finite
     if n_importance and kind != _Kind.TRAIN_RES:
         raise DecodeError(f"a {kind.name} message carries no importance, found {n_importance} entries")
     return values
+
+
+def _max_rice_k(numel: int) -> int:
+    """Largest Rice parameter accepted for a layer of ``numel`` weights.
+
+    Every gap is below ``numel``, so with ``k = numel.bit_length()`` every quotient is 0 and a larger ``k``
+    only adds zero bits; the encoder's choice (at most one above Golomb's optimum, itself below
+    ``log2(numel)``) never exceeds it.
+    """
+    return min(_MAX_RICE_K, numel.bit_length())
+
+
+def _check_crc(stored: bytes | bytearray | memoryview, expected: int, what: str) -> None:
+    found = zlib.crc32(stored)
+    if found != expected:
+        raise DecodeError(f"{what}: checksum mismatch (CRC32 {found:#010x}, expected {expected:#010x}): corrupt")
 
 
 def _check_non_negative(**fields: int) -> None:
@@ -1353,8 +1546,8 @@ def _check_entries(
         if e.n_kept > e.numel:
             raise DecodeError(f"{what}: {e.n_kept} kept coordinates in a shape of {e.numel} elements")
         rice = e.mask_code in (_MaskCode.RICE_KEPT, _MaskCode.RICE_PRUNED)
-        if e.rice_k > (_MAX_RICE_K if rice else 0):
-            raise DecodeError(f"{what}: expected rice k <= {_MAX_RICE_K if rice else 0}, found {e.rice_k}")
+        if e.rice_k > (_max_rice_k(e.numel) if rice else 0):
+            raise DecodeError(f"{what}: expected rice k <= {_max_rice_k(e.numel) if rice else 0}, found {e.rice_k}")
         _check_section_codec(e.mask, f"{what} mask", allow_shuffle=False)
         _check_section_codec(e.values, f"{what} values", allow_shuffle=True)
         if e.mask_code == _MaskCode.DENSE:
@@ -1396,8 +1589,9 @@ def _check_entries(
         if imp.n_top > e.numel:
             raise DecodeError(f"{positions_what}: {imp.n_top} values in a shape of {e.numel} elements")
         rice = imp.position_code in (_MaskCode.RICE_KEPT, _MaskCode.RICE_PRUNED)
-        if imp.rice_k > (_MAX_RICE_K if rice else 0):
-            raise DecodeError(f"{positions_what}: expected rice k <= {_MAX_RICE_K if rice else 0}, found {imp.rice_k}")
+        k_max = _max_rice_k(e.numel) if rice else 0
+        if imp.rice_k > k_max:
+            raise DecodeError(f"{positions_what}: expected rice k <= {k_max}, found {imp.rice_k}")
         _check_section_codec(imp.positions, positions_what, allow_shuffle=False)
         _check_mask_bytes(imp.position_code, imp.rice_k, imp.n_top, e.numel, imp.positions.raw, what, "positions")
 
@@ -1420,6 +1614,22 @@ def _check_mask_bytes(code: int, rice_k: int, n_kept: int, numel: int, raw: int,
         raise DecodeError(
             f"{what}: expected {expected[0]}..{expected[1]} {noun} bytes for mask code {_MaskCode(code).name}, "
             f"found {raw}"
+        )
+
+
+def _check_same_masks(found: Mapping[str, np.ndarray], sent: Mapping[str, np.ndarray] | None) -> None:
+    """Check that the masks a reply carries are the ones the server sent: same names, same bits."""
+    sent = sent or {}
+    if set(found) != set(sent):
+        raise DecodeError(
+            f"reply masks entries {sorted(found)}, the server sent masks for {sorted(sent)}; a client may "
+            "change masks only where the method allows it (own_masks)"
+        )
+    changed = sorted(n for n in found if not np.array_equal(found[n], np.asarray(sent[n])))  # shape and bits
+    if changed:
+        raise DecodeError(
+            f"reply carries masks for {changed} that differ from those the server sent; a client may change masks "
+            "only where the method allows it (own_masks)"
         )
 
 
