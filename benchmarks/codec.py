@@ -77,8 +77,8 @@ def time_runs(fn, repeats: int, burn_in: int = 1) -> tuple[list[float], object]:
 
 def mask_section_bytes(data: bytes) -> int:
     """Sum the stored mask section lengths of a state message, read with the layout of the codec's docstring."""
-    _, _, _, table_codec, n_entries, _, table_stored, _ = struct.unpack_from("<4sHBBIIQQ", data)
-    table = data[32 : 32 + table_stored]  # a state message has no kind scalars
+    _, _, _, table_codec, n_entries, _, table_stored, _, _ = struct.unpack_from("<4sHBBIIQQI", data)
+    table = data[40 : 40 + table_stored]  # 36-byte fixed header, no kind scalars (state), 4-byte header checksum
     if table_codec == 1:
         table = zstandard.ZstdDecompressor().decompress(table)
     pos, total = 0, 0
@@ -87,9 +87,10 @@ def mask_section_bytes(data: bytes) -> int:
         pos += 2 + name_len
         ndim = table[pos + 1]
         pos += 2 + 8 * ndim
-        # mask code, rice k, n_kept, mask codec, mask stored, mask raw, wire dtype, values codec, values stored
-        total += struct.unpack_from("<BBQBQQBBQ", table, pos)[4]
-        pos += 37
+        # mask code, rice k, n_kept, mask codec, mask stored, mask raw, mask CRC, wire dtype, values codec,
+        # values stored, values CRC
+        total += struct.unpack_from("<BBQBQQIBBQI", table, pos)[4]
+        pos += 45
     return total
 
 
