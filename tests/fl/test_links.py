@@ -191,3 +191,19 @@ def test_client_link_rejects_malformed_state_and_keeps_its_cache(state: dict) ->
     with pytest.raises(CheckpointError):
         link.load_state_dict(state)
     assert link.mask_version == 1
+
+
+
+@pytest.mark.parametrize(("method", "own"), [("fedavg", False), ("prunefl-no-ip", False), ("feddst", True)])
+def test_engine_link_accepts_own_masks_only_for_methods_whose_clients_change_them(method: str, own: bool) -> None:
+    # Prepare: the simulation builds its server link from the method's flag
+    from prunefl.engines.simulation import SimulationEngine
+    from prunefl.experiments.config import load_config
+    from prunefl.experiments.runner import build_simulation, load_run_dataset
+
+    config = load_config(None, ["data.dataset=digits", "model.name=mlp", "timing.preset=uniform", "threads=1",
+                                "data.num_clients=2", "clients_per_round=2", f"method={method}", "reference.density=0.5"])
+    # Execute
+    engine = SimulationEngine(build_simulation(config, load_run_dataset(config)))
+    # Assert: only FedDST's clients may send their own masks; a reply of any other method must carry those sent
+    assert engine.protocol.link.own_masks is own

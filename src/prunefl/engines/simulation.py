@@ -76,9 +76,8 @@ class SimulationEngine:
         self.sim_clock_s = setup.start_sim_clock_s
         # one workspace for every client and the server: clients train in turn on the same model
         self.workspace = ClientWorkspace(setup.model, setup.dataset, setup.loss_fn, setup.seed)
-        self.protocol = RoundProtocol(
-            setup.server, setup.method, ServerLink(setup.wire), setup.devices, evaluate_loss=self._evaluate_loss
-        )
+        link = ServerLink(setup.wire, own_masks=setup.method.clients_change_masks)  # others' replies keep the masks sent
+        self.protocol = RoundProtocol(setup.server, setup.method, link, setup.devices, evaluate_loss=self._evaluate_loss)
 
     def run(self, on_round: Callable[[dict[str, Any]], None], start_wall: float | None = None) -> None:
         """Run all rounds, calling ``on_round(row)`` after each with its metrics row."""

@@ -111,7 +111,7 @@ class ServerLink:
         Encoding options (default: None: ``WireSettings()``).
     own_masks : bool
         Accept replies whose masks differ from those sent: the client's own, for methods whose clients change
-        masks (FedDST) (default: True, since the round protocol does not yet say which methods do; False: a
+        masks (``Method.clients_change_masks``, FedDST); engines pass the method's flag (default: True; False: a
         reply's masks, if present, must equal those sent).
 
     Examples

@@ -225,6 +225,9 @@ class Method:
     and is registered in :mod:`prunefl.pruning.methods.registry`.
     """
 
+    #: whether :meth:`client_hook` may return new masks; the server link rejects replies whose masks differ from
+    #: those sent unless it is true (a hostile client cannot change the mask of a method that never does)
+    clients_change_masks: bool = False
     #: how clients accumulate importance in the rounds where :meth:`track_importance` is true (spec §3.2)
     importance_mode: Literal["round_sum", "legacy_last_step"] = "round_sum"
 

@@ -138,6 +138,7 @@ class FedDST(DensityTargetMethod):
     """
 
     name = "feddst"
+    clients_change_masks = True  # clients prune and regrow their own masks (the server link accepts them)
 
     def __init__(
         self, settings: FedDSTSettings, context: MethodContext, target_density: float, reference_source: str = ""
