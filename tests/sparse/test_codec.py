@@ -27,7 +27,7 @@ from prunefl.sparse.codec import (
     information_bound_bits,
 )
 
-# --- the documented byte layout, rebuilt independently of the codec (module docstring of codec.py) ---
+# --- the documented byte layout, rebuilt independently of the codec (prunefl.sparse.codec docstring) ---
 FIXED = struct.Struct("<4sHBBIIQQI")  # ..., table CRC32; then the scalars and the header CRC32
 INS_SCALARS = struct.Struct("<qdqqBB")
 RES_SCALARS = struct.Struct("<qqddB")
