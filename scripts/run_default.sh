@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 1: set up, then run the paper's comparison on the embedded default (Fashion-MNIST, Conv-2,
-# 10 clients): FedAvg, PruneFL and the baselines that fit in about 20 minutes on a 2-core machine, one seed, two
+# 10 clients): FedAvg, PruneFL and seven baselines (~30 minutes on a 2-core machine), one seed, two
 # runs at a time on one thread each, ending with the comparison table. Extra arguments go to `prunefl compare`
 # (e.g. --seeds 0,1,2, or --methods to choose others; `prunefl methods` lists them).
 set -euo pipefail
