@@ -15,6 +15,7 @@ __all__ = [
     "K_ROUND_WALL_S",
     "K_DELIVERY_WALL_S",
     "K_NODES",
+    "K_DROPPED",
     "K_TRAIN_LOSS",
     "K_TRAIN_ACCURACY",
     "K_TEST_ACCURACY",
@@ -87,6 +88,7 @@ K_WALL_S = "wall-s"  # float, real seconds since the start of the run, after thi
 K_ROUND_WALL_S = "round-wall-s"  # float, real seconds of this round at the server (Flower engine)
 K_DELIVERY_WALL_S = "delivery-wall-s"  # float, real seconds from sending the instructions to the last reply (Flower)
 K_NODES = "nodes"  # list[int], Flower node id of each of "clients"
+K_DROPPED = "dropped"  # list[{"partition", "node", "reason"}], participants whose node left the round (Flower)
 K_TRAIN_LOSS = "train-loss"  # float, sample-weighted mean local training loss of this round
 K_TRAIN_ACCURACY = "train-accuracy"  # float or null: IP client's accuracy on its own batches (IP check rounds)
 K_TEST_ACCURACY = "test-accuracy"  # float in [0, 1] or null when not evaluated this round

@@ -26,7 +26,7 @@ from prunefl.fl.links import ClientLink, ServerLink, TrainReply, WireSettings
 from prunefl.fl.round import ClientWorkspace, RoundPlan, RoundProtocol, client_round
 from prunefl.fl.selection import select_clients
 from prunefl.fl.server import Server
-from prunefl.pruning.methods.base import Method
+from prunefl.pruning.methods.base import BeforeFL, Method, SetupView
 from prunefl.seeds import AUGMENT_STREAM, BATCH_STREAM, rng
 from prunefl.sparse.masks import apply_masks_
 from prunefl.timing.clock import DeviceProfile, charge_client
@@ -78,6 +78,24 @@ class SimulationEngine:
         self.workspace = ClientWorkspace(setup.model, setup.dataset, setup.loss_fn, setup.seed)
         link = ServerLink(setup.wire, own_masks=setup.method.clients_change_masks)  # others' replies keep the masks sent
         self.protocol = RoundProtocol(setup.server, setup.method, link, setup.devices, evaluate_loss=self._evaluate_loss)
+
+    def prepare(self, view: SetupView) -> BeforeFL:
+        """Run the method's ``before_fl`` and install its decision: state, then masks, and the clock it charged.
+
+        Modifies the server and the clock. Returns the decision, whose summary and initial state the runner keeps.
+        """
+        before = self.run_before_fl(view)
+        server = self.setup.server
+        if before.state is not None:
+            server.state = before.state
+        if before.masks is not None:
+            server.masks = before.masks  # state first: the masks setter zeroes pruned coordinates if "zero"
+        self.setup.start_sim_clock_s = self.sim_clock_s = before.sim_clock_s
+        return before
+
+    def run_before_fl(self, view: SetupView) -> BeforeFL:
+        """Where ``before_fl`` runs: here, in-process (this engine holds every client's data). Flower overrides it."""
+        return self.setup.method.before_fl(view)
 
     def run(self, on_round: Callable[[dict[str, Any]], None], start_wall: float | None = None) -> None:
         """Run all rounds, calling ``on_round(row)`` after each with its metrics row."""

@@ -31,13 +31,14 @@ from prunefl.pruning.methods import Method, MethodContext, ReferenceRun, SetupVi
 from prunefl.seeds import EVAL_SUBSET_STREAM
 from prunefl.sparse.backend import SWITCH_MIN_SPEEDUP, measure_break_even
 from prunefl.sparse.masks import attach_masks, prunable_parameters
-from prunefl.timing.clock import LinkProfile, make_devices
+from prunefl.timing.clock import DeviceProfile, LinkProfile, make_devices
 from prunefl.timing.model import TimeModel
 from prunefl.timing.presets import UNIFORM_PRESET
 
 __all__ = [
     "RunResult",
     "build_simulation",
+    "build_devices",
     "build_partitions",
     "wire_settings",
     "run_experiment",
@@ -124,6 +125,20 @@ def build_model_state(
     return model, {k: v.detach().clone() for k, v in model.state_dict().items() if k not in mask_keys}
 
 
+def build_devices(config: RunConfig, prunable: list[str]) -> list[DeviceProfile]:
+    """Every client's device profile (time model, compute and link speeds), drawn from the run seed."""
+    t = config.timing
+    return make_devices(
+        build_time_model(config, prunable),
+        config.data.num_clients,
+        LinkProfile(t.uplink_bytes_per_s, t.downlink_bytes_per_s, t.latency_s),
+        t.compute_scales,
+        t.bandwidth_scales,
+        t.compute_scale_sigma,
+        config.seed,
+    )
+
+
 def build_simulation(
     config: RunConfig,
     dataset: ArrayDataset,
@@ -151,17 +166,7 @@ def build_simulation(
     parts = build_partitions(config, dataset)
     model, state = build_model_state(config, dataset, seed, model_fn)
     masks = {n: model.get_buffer(f"{n}_mask") for n, _ in prunable_parameters(model)}
-    prunable = [n for n, _ in prunable_parameters(model)]
-    time_model = build_time_model(config, prunable)
-    devices = make_devices(
-        time_model,
-        d.num_clients,
-        LinkProfile(t.uplink_bytes_per_s, t.downlink_bytes_per_s, t.latency_s),
-        t.compute_scales,
-        t.bandwidth_scales,
-        t.compute_scale_sigma,
-        seed,
-    )
+    devices = build_devices(config, [n for n, _ in prunable_parameters(model)])
     settings = ServerSettings(
         num_clients=d.num_clients,
         clients_per_round=f.clients_per_round,
@@ -311,7 +316,8 @@ def run_experiment(
 
     extra: dict[str, Any] = {}
     try:
-        before = method.before_fl(SetupView(
+        engine = SimulationEngine(setup) if engine_factory is None else engine_factory(setup)
+        before = engine.prepare(SetupView(  # runs the method's before_fl (on a node, for Flower) and installs it
             state=setup.server.state,
             masks=setup.server.masks,
             model=setup.model,
@@ -323,15 +329,9 @@ def run_experiment(
             fresh_state=lambda s: build_model_state(config, dataset, s, model_fn)[1],
             start_wall=start_wall,
         ))
-        if before.state is not None:
-            setup.server.state = before.state
-        if before.masks is not None:
-            setup.server.masks = before.masks  # state first: the masks setter zeroes pruned coordinates if regrow is "zero"
-        setup.start_sim_clock_s = before.sim_clock_s
         if before.initial_state is not None:  # the run starts from another initialisation (reinit)
             initial_state = before.initial_state
         extra.update(before.summary)
-        engine = SimulationEngine(setup) if engine_factory is None else engine_factory(setup)
         engine.run(record, start_wall=start_wall)
         if setup.eval_indices is not None:
             # the per-round subset keeps runs fast; the final number a paper reports uses every test sample

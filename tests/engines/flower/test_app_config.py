@@ -26,7 +26,8 @@ def test_free_form_overrides_win_over_the_apps_listed_defaults() -> None:
     [
         ({"prunefl.rundir": "x"}, "'prunefl.rundir' is unknown"),  # misspelt deployment key
         ({"prunefl.reply-timeout-s": "10"}, "must be a number"),  # a string timeout
-        ({"prunefl.reply-timeout-s": 0.0}, "must be > 0"),  # no time to reply
+        ({"prunefl.reply-timeout-s": 0.0}, "must be a finite number > 0"),  # no time to reply
+            ({"prunefl.setup-timeout-s": float("inf")}, "prunefl.setup-timeout-s"),  # never gives up
         ({"fl.rounds": -1}, "fl.rounds"),  # prunefl's own validation names the key
     ],
 )

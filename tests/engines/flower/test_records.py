@@ -11,6 +11,7 @@ import torch  # noqa: E402
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict  # noqa: E402
 
 from prunefl.engines.flower.records import (  # noqa: E402
+    FORMAT,
     TrainInstruction,
     decode_instruction,
     decode_reply,
@@ -34,13 +35,14 @@ def test_instruction_round_trips() -> None:
     assert got == ins
 
 
-GOOD = {"format": 1, "round": 2, "partition-id": 0, "mask-version": 1, "sparse-layers": [], "data": b"x"}
+GOOD = {"format": FORMAT, "round": 2, "partition-id": 0, "mask-version": 1, "sparse-layers": [], "data": b"x"}
 
 
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"format": 2}, "format must be 1"),  # a newer sender
+        ({"format": FORMAT + 1}, f"format must be {FORMAT}"),  # a newer sender
+        ({"format": FORMAT - 1}, f"format must be {FORMAT}"),  # an older sender
         ({"round": -1}, "'round' must be an int >= 0"),  # negative round
         ({"round": 3}, "expected round 2"),  # a stale or early instruction
         ({"partition-id": "0"}, "'partition-id' must be an int"),  # wrong type

@@ -23,8 +23,8 @@ from prunefl.errors import DecodeError, InconsistentRepliesError  # noqa: E402
 from prunefl.sparse.codec import decode_train_ins  # noqa: E402
 from prunefl.experiments.runner import run_experiment  # noqa: E402
 
-# measured per run or per round: the only fields allowed to differ between the engines
-WALL_KEYS = {K.K_WALL_S, K.K_COMPUTE_WALL_S, K.K_ROUND_WALL_S, K.K_DELIVERY_WALL_S, K.K_NODES}
+# measured per run or per round, or what only Flower has: the only fields allowed to differ between the engines
+WALL_KEYS = {K.K_WALL_S, K.K_COMPUTE_WALL_S, K.K_ROUND_WALL_S, K.K_DELIVERY_WALL_S, K.K_NODES, K.K_DROPPED}
 
 OVERRIDES = (
     "data.dataset=digits model.name=mlp data.num_clients=2 data.partition=iid fl.clients_per_round=2 fl.rounds=3 "
@@ -145,3 +145,141 @@ def test_flower_run_missing_partition_stops_with_error(tmp_path: Path) -> None:
     # Execute / Assert
     with pytest.raises(InconsistentRepliesError, match="both hold partition 0"):
         run_on_grid(grid, run_config, plots=False)
+
+
+IP = ("pruning.ip_interval=3 pruning.ip_check_every=2 pruning.ip_max_rounds=8 pruning.ip_batches=3 "
+      "pruning.ip_start_factor=0")
+
+
+def _assert_same_run(sim_dir: Path, flower_dir: Path) -> list[dict]:
+    """Rows equal except measured fields, and the final checkpoint (state, masks) bit for bit; return Flower's rows."""
+    sim, flower = _rows(sim_dir), _rows(flower_dir)
+    assert len(sim) == len(flower)
+    for a, b in zip(sim, flower):
+        assert {k: v for k, v in a.items() if k not in WALL_KEYS} == {k: v for k, v in b.items() if k not in WALL_KEYS}
+    ck_sim = load_file(next(sim_dir.glob("*.safetensors")))
+    ck_flower = load_file(next(flower_dir.glob("*.safetensors")))
+    assert sorted(ck_sim) == sorted(ck_flower)
+    for key in ck_sim:
+        assert ck_sim[key].dtype == ck_flower[key].dtype and torch.equal(ck_sim[key], ck_flower[key]), key
+    return flower
+
+
+def test_initial_pruning_runs_on_the_selected_node_and_equals_simulation(tmp_path: Path) -> None:
+    # Prepare: PruneFL with a short initial pruning (it starts at once: ip_start_factor=0)
+    overrides = OVERRIDES.replace("pruning.method=prunefl-no-ip", "pruning.method=prunefl") + " " + IP
+    run_config = {"prunefl.overrides": overrides, "prunefl.run-dir": str(tmp_path / "flower")}
+    config, _ = parse_run_config(run_config)
+    grid = InProcessGrid(run_config, node_partitions={902: 0, 17: 1})
+
+    # Execute
+    run_experiment(config, tmp_path / "sim", plots=False)
+    run_on_grid(grid, run_config, plots=False)
+
+    # Assert: one setup message, to the node of the selected client, before any train message; the IP rows, the
+    # pruned masks and the stale values it kept (spec §3.8) arrived exactly
+    setup = [m for m in grid.sent if m.metadata.message_type == "train.setup"]
+    assert len(setup) == 1 and grid.sent.index(setup[0]) < min(
+        i for i, m in enumerate(grid.sent) if m.metadata.message_type == "train")
+    summary = json.loads((tmp_path / "flower" / "summary.json").read_text())
+    ip_client = summary[K.K_IP][K.K_IP_CLIENT]
+    assert setup[0].metadata.dst_node_id == {0: 902, 1: 17}[ip_client]
+    assert summary["before-fl-node"]["partition"] == ip_client
+    flower = _assert_same_run(tmp_path / "sim", tmp_path / "flower")
+    ip_rows = [r for r in flower if r[K.K_STAGE] == K.STAGE_IP]
+    assert ip_rows and any(r[K.K_RECONFIG] is not None for r in ip_rows)
+    assert ip_rows[-1][K.K_DENSITY] < 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["fedavg", "prunefl-ip-only", "snip", "synflow", "iterative", "online", "random",
+                                    "feddst", "reinit", "random-reinit"])
+def test_every_method_on_flower_equals_simulation(tmp_path: Path, method: str) -> None:
+    # Prepare: methods that need a reference run take it from a PruneFL run folder ([reference] run_dir)
+    reference = tmp_path / "reference"
+    base = OVERRIDES.replace("fl.rounds=3", "fl.rounds=4") + " " + IP
+    ref_config, _ = parse_run_config({"prunefl.overrides": base.replace("prunefl-no-ip", "prunefl")})
+    run_experiment(ref_config, reference, plots=False)
+    overrides = base.replace("pruning.method=prunefl-no-ip", f"pruning.method={method}") + (
+        f" reference.run_dir={reference} iterative.prunes=2")
+    run_config = {"prunefl.overrides": overrides, "prunefl.run-dir": str(tmp_path / "flower")}
+    config, _ = parse_run_config(run_config)
+    grid = InProcessGrid(run_config, node_partitions={5: 0, 6: 1})
+
+    # Execute
+    run_experiment(config, tmp_path / "sim", plots=False)
+    run_on_grid(grid, run_config, plots=False)
+
+    # Assert
+    flower = _assert_same_run(tmp_path / "sim", tmp_path / "flower")
+    assert [r[K.K_ROUND] for r in flower if r[K.K_STAGE] == "fl"] == [0, 1, 2, 3]
+
+
+class DroppingGrid(InProcessGrid):
+    """A grid on which nodes vanish: after ``after`` train messages, node ``node`` neither answers nor is listed."""
+
+    def __init__(self, run_config: dict[str, object], node_partitions: dict[int, int], gone: dict[int, int]) -> None:
+        super().__init__(run_config, node_partitions)
+        self.gone = gone  # node -> how many train messages it answers before it vanishes
+        self.answered = {n: 0 for n in node_partitions}
+
+    def _alive(self, node: int) -> bool:
+        return node not in self.gone or self.answered[node] < self.gone[node]
+
+    def get_node_ids(self) -> Iterable[int]:
+        return [n for n in self.contexts if self._alive(n)]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        out = []
+        for message in messages:
+            node = message.metadata.dst_node_id
+            self.sent.append(message)
+            if not self._alive(node):
+                continue  # no reply: the caller's timeout ends the wait
+            if message.metadata.message_type == "train":
+                self.answered[node] += 1
+            out.append(client_app(message, self.contexts[node]))
+        return out
+
+
+def test_node_that_vanishes_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
+    # Prepare: node 11 (partition 1) answers rounds 0 and 1, then vanishes; one valid reply is enough
+    overrides = OVERRIDES.replace("fl.rounds=3", "fl.rounds=4") + " fl.min_valid_replies=1"
+    run_config = {"prunefl.overrides": overrides, "prunefl.run-dir": str(tmp_path / "flower")}
+    grid = DroppingGrid(run_config, node_partitions={10: 0, 11: 1}, gone={11: 2})
+
+    # Execute
+    run_on_grid(grid, run_config, plots=False)
+
+    # Assert: rounds 2 and 3 aggregate partition 0 alone and say who dropped and why
+    rows = [r for r in _rows(tmp_path / "flower") if r[K.K_STAGE] == "fl"]
+    assert [r[K.K_CLIENTS] for r in rows] == [[0, 1], [0, 1], [0], [0]]
+    assert [r[K.K_DROPPED] for r in rows[:2]] == [[], []]
+    for r in rows[2:]:
+        assert r[K.K_DROPPED] == [{"partition": 1, "node": 11, "reason": "node not connected"}]
+
+
+def test_too_few_nodes_left_stops_the_run_with_an_error(tmp_path: Path) -> None:
+    # Prepare: both replies are needed; node 11 vanishes after round 0
+    overrides = OVERRIDES + " fl.min_valid_replies=2"
+    run_config = {"prunefl.overrides": overrides, "prunefl.run-dir": str(tmp_path / "flower")}
+    grid = DroppingGrid(run_config, node_partitions={10: 0, 11: 1}, gone={11: 1})
+
+    # Execute / Assert: round 1 is not applied; the finished round stays in the results folder
+    with pytest.raises(InconsistentRepliesError, match="valid repl"):
+        run_on_grid(grid, run_config, plots=False)
+    rows = [r for r in _rows(tmp_path / "flower") if r[K.K_STAGE] == "fl"]
+    assert [r[K.K_ROUND] for r in rows] == [0]
+
+
+def test_node_with_other_data_is_refused(tmp_path: Path) -> None:
+    # Prepare: node 2 resolves another partition setting than the server (its own run config)
+    run_config = {"prunefl.overrides": OVERRIDES, "prunefl.run-dir": str(tmp_path / "flower")}
+    grid = InProcessGrid(run_config, node_partitions={1: 0, 2: 1})
+    grid.contexts[2].run_config = {**run_config, "prunefl.overrides": OVERRIDES.replace("data.partition=iid",
+                                                                                          "data.partition=shards")}
+
+    # Execute / Assert
+    with pytest.raises(InconsistentRepliesError, match="node 2"):
+        run_on_grid(grid, run_config, plots=False)
+    assert not (tmp_path / "flower" / "metrics.jsonl").exists() or not _rows(tmp_path / "flower")

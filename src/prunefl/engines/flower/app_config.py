@@ -9,15 +9,17 @@ nodes read the same run config, so they resolve the same :class:`prunefl.experim
 
 from __future__ import annotations
 
+import hashlib
+import math
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from prunefl.errors import ConfigError, check_setting
-from prunefl.experiments.config import RunConfig, load_config
+from prunefl.experiments.config import RunConfig, dump_toml, load_config
 
-__all__ = ["FlowerSettings", "parse_run_config", "node_partition"]
+__all__ = ["FlowerSettings", "parse_run_config", "node_partition", "config_digest"]
 
 NAMESPACE = "prunefl."
 PARTITION_KEY = "partition-id"  # the node config key naming a SuperNode's data partition
@@ -38,10 +40,17 @@ class FlowerSettings:
         The results folder; empty: ``prunefl-results/flower-run-<run id>`` under the ServerApp's working directory
         (default: "").
     reply_timeout_s : float
-        Seconds the server waits for a round's replies (and for the partition query) before the run stops with
-        an error, > 0 (default: 600.0).
+        Seconds the server waits for a round's replies (and for the partition query); a participant that has
+        not replied by then has dropped out of that round (the round goes on while at least
+        ``fl.min_valid_replies`` valid replies came), > 0 (default: 600.0).
     connect_timeout_s : float
         Seconds the server waits at start for a node per partition to connect, > 0 (default: 120.0).
+    setup_timeout_s : float
+        Seconds the server waits for the selected node's ``before_fl`` (PruneFL's initial pruning, which can
+        take minutes on a small device) before the run stops, > 0 (default: 3600.0).
+    resume : str
+        A results folder on the SuperLink host whose checkpoint the run continues from (as ``prunefl run
+        --resume``); the results go on in that folder. Empty: a new run (default: "").
     """
 
     config: str = ""
@@ -49,10 +58,13 @@ class FlowerSettings:
     run_dir: str = ""
     reply_timeout_s: float = 600.0
     connect_timeout_s: float = 120.0
+    setup_timeout_s: float = 3600.0
+    resume: str = ""
 
     def __post_init__(self) -> None:
-        check_setting(self.reply_timeout_s > 0, "prunefl.reply-timeout-s", self.reply_timeout_s, "must be > 0")
-        check_setting(self.connect_timeout_s > 0, "prunefl.connect-timeout-s", self.connect_timeout_s, "must be > 0")
+        for key, value in (("reply-timeout-s", self.reply_timeout_s), ("connect-timeout-s", self.connect_timeout_s),
+                           ("setup-timeout-s", self.setup_timeout_s)):
+            check_setting(math.isfinite(value) and value > 0, f"prunefl.{key}", value, "must be a finite number > 0")
 
     def results_dir(self, run_id: int) -> Path:
         """Where this run's results folder goes."""
@@ -84,10 +96,10 @@ def parse_run_config(run_config: Mapping[str, object]) -> tuple[RunConfig, Flowe
             own[fields[key]] = value
         else:
             overrides.append(f"{key}={_literal(value)}")
-    for name in ("config", "overrides", "run_dir"):
+    for name in ("config", "overrides", "run_dir", "resume"):
         check_setting(isinstance(own.get(name, ""), str), f"{NAMESPACE}{name.replace('_', '-')}", own.get(name),
                       "must be a string")
-    for name in ("reply_timeout_s", "connect_timeout_s"):
+    for name in ("reply_timeout_s", "connect_timeout_s", "setup_timeout_s"):
         value = own.get(name, 1.0)
         check_setting(isinstance(value, int | float) and not isinstance(value, bool),
                       f"{NAMESPACE}{name.replace('_', '-')}", value, "must be a number")
@@ -118,6 +130,17 @@ def node_partition(node_config: Mapping[str, object], num_clients: int) -> int:
     )
     assert isinstance(value, int)  # narrowed for mypy; checked above
     return value
+
+
+def config_digest(config: RunConfig) -> str:
+    """SHA-256 (hex) of the resolved config: the server refuses a node that resolved another run.
+
+    Examples
+    --------
+    >>> len(config_digest(parse_run_config({})[0]))
+    64
+    """
+    return hashlib.sha256(dump_toml(config).encode("utf-8")).hexdigest()
 
 
 def _literal(value: object) -> str:

@@ -1,5 +1,10 @@
 """The Flower ClientApp: a SuperNode answers which partition it holds, and trains it one round per message.
 
+A ``train.setup`` message runs the method's ``before_fl`` on this node's own data (PruneFL's initial pruning at
+the selected client, :meth:`prunefl.pruning.methods.base.Method.before_fl_client`) from the model the server sent,
+and answers with the model it produced (codec bytes with its masks) and a JSON report (its metrics rows, the
+simulated seconds it charged, its summary).
+
 A train message is decoded (:mod:`prunefl.engines.flower.records`), run through the round protocol's client side
 (:func:`prunefl.fl.round.client_round`: decode with the cached masks, local steps, the method's client hook,
 encode) and answered. The client's state (batch stream, generators, importance, momentum, cached masks) lives in
@@ -13,20 +18,28 @@ An entry point, like :mod:`prunefl.cli`: it uses :mod:`prunefl.experiments.runne
 from __future__ import annotations
 
 import functools
+import time
 import tomllib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from prunefl.engines.flower.app_config import node_partition, parse_run_config
+from prunefl.engines.flower.app_config import config_digest, node_partition, parse_run_config
+from prunefl import metrics as K
 from prunefl.engines.flower.records import (
+    SETUP_ACTION,
     STATE_KEY,
+    NodeInfo,
     decode_instruction,
+    decode_setup_instruction,
     encode_query_reply,
     encode_reply,
+    encode_setup_model,
+    encode_setup_reply,
     load_client_state,
     save_client_state,
 )
@@ -34,17 +47,23 @@ from prunefl.engines.simulation import new_client_state
 from prunefl.errors import DecodeError
 from prunefl.experiments.config import RunConfig, config_from_dict, dump_toml
 from prunefl.experiments.runner import (
+    build_devices,
     build_model_state,
     build_partitions,
     build_run_method,
     load_run_dataset,
     wire_settings,
 )
+from prunefl.fl.client import load_model_state_
 from prunefl.fl.losses import make_loss
 from prunefl.fl.round import ClientWorkspace, client_round
 from prunefl.pruning.methods import Method
+from prunefl.pruning.methods.base import SetupView
+from prunefl.sparse.masks import prunable_parameters
+from prunefl.sparse.codec import decode_train_ins
+from prunefl.timing.clock import DeviceProfile
 
-__all__ = ["app", "handle_query", "handle_train"]
+__all__ = ["app", "handle_query", "handle_train", "handle_setup"]
 
 app = ClientApp()
 
@@ -61,8 +80,14 @@ def train(message: Message, context: Context) -> Message:
     return Message(handle_train(message.content, context), reply_to=message)
 
 
+@app.train(SETUP_ACTION)
+def setup(message: Message, context: Context) -> Message:
+    """Run the method's ``before_fl`` (initial pruning) on this node's data."""
+    return Message(handle_setup(message.content, context), reply_to=message)
+
+
 def handle_query(context: Context) -> RecordDict:
-    """The partition this node holds (``--node-config "partition-id=<i>"``), checked against the run config.
+    """The partition this node holds (``--node-config "partition-id=<i>"``), its size and the config's digest.
 
     Raises
     ------
@@ -70,7 +95,59 @@ def handle_query(context: Context) -> RecordDict:
         The run config is invalid, or the node's partition id is missing or out of range.
     """
     config, _ = parse_run_config(context.run_config)
-    return encode_query_reply(node_partition(context.node_config, config.data.num_clients))
+    partition_id = node_partition(context.node_config, config.data.num_clients)
+    node = _node(dump_toml(config))
+    return encode_query_reply(NodeInfo(partition_id, int(node.partitions[partition_id].size), config_digest(config)))
+
+
+def handle_setup(content: RecordDict, context: Context) -> RecordDict:
+    """Run the method's ``before_fl`` on this node's partition, starting from the model the server sent.
+
+    Raises
+    ------
+    DecodeError
+        The instruction is malformed or for another partition, or the method does not run ``before_fl`` at this
+        node's partition (the server and the node disagree on the selected client).
+    ConfigError
+        The run config is invalid, or the node's partition id is missing or out of range.
+    """
+    config, _ = parse_run_config(context.run_config)
+    partition_id = node_partition(context.node_config, config.data.num_clients)
+    ins = decode_train_ins(decode_setup_instruction(content, partition_id))
+    node = _node(dump_toml(config))
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    view = SetupView(
+        state={k: torch.from_numpy(v.copy()) for k, v in ins.state.items()},
+        masks={k: torch.from_numpy(np.asarray(v, dtype=np.bool_).copy()) for k, v in ins.masks.items()},
+        model=node.workspace.model,
+        dataset=node.workspace.dataset,
+        partitions=node.partitions,
+        devices=node.devices,
+        loss_fn=node.workspace.loss_fn,
+        record=rows.append,
+        fresh_state=lambda seed: build_model_state(config, node.workspace.dataset, seed)[1],
+        start_wall=start,
+    )
+    load_model_state_(node.workspace.model, ins.state, ins.masks)  # the workspace holds the model before_fl starts from
+    chosen = node.method.before_fl_client(view)
+    if chosen != partition_id:
+        raise DecodeError(
+            f"the server asked partition {partition_id} to run {config.pruning.method}'s before_fl, but the method "
+            f"selects {chosen}; server and node disagree"
+        )
+    with torch.random.fork_rng():
+        before = node.method.before_fl(view)
+    if before.initial_state is not None:
+        raise DecodeError(f"{config.pruning.method}'s before_fl replaces the initial weights; it cannot run on a node")
+    state = before.state if before.state is not None else view.state
+    masks = before.masks if before.masks is not None else view.masks
+    for row in rows:
+        row.pop(K.K_WALL_S, None)  # the server stamps its own
+    report = {"rows": rows, "sim-clock-s": before.sim_clock_s, "summary": before.summary,
+              "compute-wall-s": time.perf_counter() - start}
+    model = encode_setup_model({k: v.numpy() for k, v in state.items()}, {k: v.numpy() for k, v in masks.items()})
+    return encode_setup_reply(partition_id, model, report)
 
 
 def handle_train(content: RecordDict, context: Context) -> RecordDict:
@@ -114,6 +191,7 @@ class _Node:
     partitions: list[np.ndarray]
     workspace: ClientWorkspace
     method: Method
+    devices: list[DeviceProfile]
 
 
 @functools.lru_cache(maxsize=2)
@@ -126,6 +204,7 @@ def _node(config_toml: str) -> _Node:
     with torch.random.fork_rng():  # building the model seeds torch's global generator; leave the caller's alone
         model, _ = build_model_state(config, dataset, config.seed)
     workspace = ClientWorkspace(model, dataset, make_loss(config.fl.loss, dataset.num_classes), config.seed)
-    return _Node(build_partitions(config, dataset), workspace, build_run_method(config))
+    devices = build_devices(config, [n for n, _ in prunable_parameters(model)])
+    return _Node(build_partitions(config, dataset), workspace, build_run_method(config), devices)
 
 

@@ -26,6 +26,7 @@ from safetensors.torch import save as save_tensors
 
 from prunefl.errors import CheckpointError, DecodeError
 from prunefl.fl.links import TrainMessage, TrainReply
+from prunefl.sparse.codec import decode_state, encode_state
 
 __all__ = [
     "FORMAT",
@@ -40,11 +41,20 @@ __all__ = [
     "encode_query",
     "encode_query_reply",
     "decode_query_reply",
+    "NodeInfo",
+    "encode_setup_instruction",
+    "decode_setup_instruction",
+    "encode_setup_reply",
+    "decode_setup_reply",
+    "MAX_REPORT_BYTES",
+    "SETUP_ACTION",
+    "encode_setup_model",
+    "decode_setup_model",
     "save_client_state",
     "load_client_state",
 ]
 
-FORMAT = 1  # version of the record layout below; a record of another version is refused
+FORMAT = 2  # version of the record layout below; a record of another version is refused
 MESSAGE_KEY = "prunefl"  # the ConfigRecord with the codec's bytes and the scalars
 EXTRAS_KEY = "prunefl-extras"  # the ArrayRecord of a method's extra uploads
 STATE_KEY = "prunefl-client-state"  # the ConfigRecord in context.state holding a ClientState
@@ -57,6 +67,13 @@ K_MASK_VERSION = "mask-version"
 K_SPARSE_LAYERS = "sparse-layers"
 K_TENSORS = "tensors"
 K_VALUES = "values"
+K_EXAMPLES = "examples"
+K_CONFIG_DIGEST = "config-digest"
+K_REPORT = "report"
+K_STALE = "stale"
+SETUP_ACTION = "setup"  # message type "train.setup": run the method's before_fl on the selected node
+
+MAX_REPORT_BYTES = 4 << 20  # the JSON report of a node's before_fl (initial pruning's rows): bounded before parsing
 
 
 @dataclass(frozen=True)
@@ -181,26 +198,171 @@ def encode_query() -> RecordDict:
     return RecordDict({MESSAGE_KEY: ConfigRecord({K_FORMAT: FORMAT})})
 
 
-def encode_query_reply(partition_id: int) -> RecordDict:
-    """A node's answer to :func:`encode_query`: the partition its ``--node-config`` names.
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a node reports about itself when asked: its partition, how many samples it holds, and its config.
+
+    Attributes
+    ----------
+    partition_id : int
+        The partition its ``--node-config`` names, >= 0.
+    examples : int
+        Training samples in that partition, >= 0: the server checks it against its own draw, and bounds the
+        sample count the node may claim in a reply by it.
+    config_digest : str
+        SHA-256 (hex) of the prunefl config the node resolved from the run config: a node that resolved another
+        config (another version of prunefl, another preset file) would train another run.
+    """
+
+    partition_id: int
+    examples: int
+    config_digest: str
+
+
+def encode_query_reply(info: NodeInfo) -> RecordDict:
+    """A node's answer to :func:`encode_query`.
 
     Examples
     --------
-    >>> decode_query_reply(encode_query_reply(4))
-    4
+    >>> decode_query_reply(encode_query_reply(NodeInfo(4, 120, "ab" * 32))).examples
+    120
     """
-    return RecordDict({MESSAGE_KEY: ConfigRecord({K_FORMAT: FORMAT, K_PARTITION: partition_id})})
+    return RecordDict({MESSAGE_KEY: ConfigRecord({
+        K_FORMAT: FORMAT, K_PARTITION: info.partition_id, K_EXAMPLES: info.examples, K_CONFIG_DIGEST: info.config_digest,
+    })})
 
 
-def decode_query_reply(content: RecordDict) -> int:
-    """The partition id a node reported.
+def decode_query_reply(content: RecordDict) -> NodeInfo:
+    """What a node reported.
 
     Raises
     ------
     DecodeError
-        The record is missing, of another format, or the id is not an int >= 0.
+        The record is missing or of another format, an id or count is not an int >= 0, or the digest is not 64
+        hex characters.
     """
-    return _nonnegative_int(_message_record(content), K_PARTITION)
+    record = _message_record(content)
+    digest = record.get(K_CONFIG_DIGEST)
+    if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise DecodeError(f"prunefl record {K_CONFIG_DIGEST!r} must be 64 lowercase hex characters, got {digest!r}")
+    return NodeInfo(_nonnegative_int(record, K_PARTITION), _nonnegative_int(record, K_EXAMPLES), digest)
+
+
+def encode_setup_instruction(partition_id: int, data: bytes) -> RecordDict:
+    """Ask a node to run the method's ``before_fl`` (initial pruning) on its data, from the codec-encoded model.
+
+    Examples
+    --------
+    >>> decode_setup_instruction(encode_setup_instruction(2, b"model"), expected_partition=2)
+    b'model'
+    """
+    return RecordDict({MESSAGE_KEY: ConfigRecord({K_FORMAT: FORMAT, K_PARTITION: partition_id, K_DATA: data})})
+
+
+def decode_setup_instruction(content: RecordDict, expected_partition: int) -> bytes:
+    """The codec bytes of the model a node's ``before_fl`` starts from.
+
+    Raises
+    ------
+    DecodeError
+        A key is missing or of the wrong type, or the instruction is for another partition.
+    """
+    record = _message_record(content)
+    partition_id = _nonnegative_int(record, K_PARTITION)
+    if partition_id != expected_partition:
+        raise DecodeError(
+            f"setup instruction is for partition {partition_id}, this node holds partition {expected_partition}"
+        )
+    return _bytes(record, K_DATA)
+
+
+def encode_setup_reply(partition_id: int, model: tuple[bytes, bytes], report: Mapping[str, Any]) -> RecordDict:
+    """A node's ``before_fl`` result: the model it produced (:func:`encode_setup_model`) and a JSON report.
+
+    ``report`` holds the metrics rows ``before_fl`` recorded, the simulated seconds it charged and its summary.
+
+    Examples
+    --------
+    >>> model, report = decode_setup_reply(encode_setup_reply(1, (b"m", b"s"), {"rows": []}), expected_partition=1)
+    >>> model, report
+    ((b'm', b's'), {'rows': []})
+    """
+    text = json.dumps(report, allow_nan=False)
+    return RecordDict({MESSAGE_KEY: ConfigRecord({
+        K_FORMAT: FORMAT, K_PARTITION: partition_id, K_DATA: model[0], K_STALE: model[1], K_REPORT: text,
+    })})
+
+
+def decode_setup_reply(content: RecordDict, expected_partition: int) -> tuple[tuple[bytes, bytes], dict[str, Any]]:
+    """The model bytes and the parsed JSON report of a node's ``before_fl`` (the caller checks the report's fields).
+
+    Raises
+    ------
+    DecodeError
+        A key is missing or of the wrong type, the reply is from another partition, the report is larger than
+        :data:`MAX_REPORT_BYTES`, nested too deep, not JSON, or not a JSON object.
+    """
+    record = _message_record(content)
+    partition_id = _nonnegative_int(record, K_PARTITION)
+    if partition_id != expected_partition:
+        raise DecodeError(f"setup reply claims partition {partition_id}, expected {expected_partition}")
+    text = record.get(K_REPORT)
+    if not isinstance(text, str):
+        raise DecodeError(f"prunefl record {K_REPORT!r} must be a JSON string, got {type(text).__name__}")
+    if len(text) > MAX_REPORT_BYTES:
+        raise DecodeError(f"setup report has {len(text)} characters, more than the bound {MAX_REPORT_BYTES}")
+    try:
+        report = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as error:
+        raise DecodeError(f"setup report is not valid JSON: {str(error)[:200]}") from error
+    if not isinstance(report, dict):
+        raise DecodeError(f"setup report must be a JSON object, got {type(report).__name__}")
+    return (_bytes(record, K_DATA), _bytes(record, K_STALE)), report
+
+
+def encode_setup_model(state: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]) -> tuple[bytes, bytes]:
+    """Encode a model whose pruned coordinates keep values (initial pruning's stale weights, spec §3.8) exactly.
+
+    Two codec messages: the masks with the kept values (other entries dense), and the values at pruned
+    coordinates under the complement masks. Together: every value once, plus one bit per prunable weight.
+
+    Examples
+    --------
+    >>> state, masks = {"w": np.array([1.0, 2.0, 3.0], np.float32)}, {"w": np.array([True, False, True])}
+    >>> got, got_masks = decode_setup_model(encode_setup_model(state, masks), {"w": (3,)})
+    >>> got["w"].tolist(), got_masks["w"].tolist()
+    ([1.0, 2.0, 3.0], [True, False, True])
+    """
+    kept = {k: (v * masks[k] if k in masks else v) for k, v in state.items()}
+    pruned = {k: np.asarray(~np.asarray(m, dtype=np.bool_)) for k, m in masks.items()}
+    stale = {k: state[k] * pruned[k] for k in masks}
+    return encode_state(kept, masks, include_masks=True), encode_state(stale, pruned, include_masks=False)
+
+
+def decode_setup_model(
+    model: tuple[bytes, bytes], expected_shapes: Mapping[str, tuple[int, ...]]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Decode :func:`encode_setup_model`'s pair against the shapes the server expects: (state, masks).
+
+    Raises
+    ------
+    DecodeError
+        Either message is malformed, over a limit, of other entries or shapes, not finite, or the stale part
+        names other entries than the masks.
+    """
+    state, masks = decode_state(model[0], expected_shapes=expected_shapes)
+    pruned = {k: np.asarray(~m) for k, m in masks.items()}
+    stale, _ = decode_state(model[1], known_masks=pruned, expected_shapes={k: expected_shapes[k] for k in masks})
+    if set(stale) != set(masks):
+        raise DecodeError(f"setup model's stale values name {sorted(stale)}, its masks {sorted(masks)}")
+    out = dict(state)
+    for k, m in masks.items():
+        out[k] = np.where(m, state[k], stale[k])
+    return out, masks
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"non-finite number {name} in JSON")
 
 
 def save_client_state(state: Mapping[str, Any]) -> ConfigRecord:

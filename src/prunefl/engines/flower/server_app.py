@@ -5,9 +5,9 @@ An entry point, like :mod:`prunefl.cli`: it sits above :mod:`prunefl.experiments
 the same results folder: config.toml, metrics.jsonl, summary.json, checkpoint, plots, report.md), while
 :mod:`prunefl.engines.flower.driver` stays below it.
 
-The method's ``before_fl`` (pruning at initialisation, initial pruning) runs in the ServerApp's process, as in the
-simulation, with its time charged to the selected client's modelled device; it is not yet a message exchange with
-that node.
+A method whose ``before_fl`` trains on a client's own data (PruneFL's initial pruning) runs it on that client's
+node (:meth:`prunefl.engines.flower.driver.FlowerEngine.run_before_fl`); other methods' ``before_fl`` (pruning at
+initialisation, a reference mask) runs in the ServerApp's process, as in the simulation.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from prunefl.engines.flower.app_config import parse_run_config
+from prunefl.engines.flower.app_config import config_digest, parse_run_config
 from prunefl.engines.flower.driver import FlowerEngine
 from prunefl.engines.simulation import SimulationEngine, SimulationSetup
 from prunefl.experiments.runner import RunResult, run_experiment
@@ -62,6 +62,6 @@ def run_on_grid(grid: Grid, run_config: Mapping[str, object], run_id: int = 0, p
     config, settings = parse_run_config(run_config)
 
     def engine(setup: SimulationSetup) -> SimulationEngine:
-        return FlowerEngine(setup, grid, settings)
+        return FlowerEngine(setup, grid, settings, config_digest(config))
 
     return run_experiment(config, settings.results_dir(run_id), plots=plots, engine_factory=engine)

@@ -235,6 +235,14 @@ class Method:
         """Prepare the global model before round 0; FedAvg trains the dense initialisation as it is."""
         return BeforeFL()
 
+    def before_fl_client(self, view: SetupView) -> int | None:
+        """The client whose own data :meth:`before_fl` trains on (PruneFL's initial pruning), or None.
+
+        An engine whose server holds no client data (Flower) runs :meth:`before_fl` at that client's node and
+        installs what it returns; None: ``before_fl`` runs where the server is.
+        """
+        return None
+
     def track_importance(self, round: int) -> bool:
         """Whether clients accumulate importance in ``round`` (they then compute dense weight gradients)."""
         return False

@@ -189,6 +189,12 @@ class PruneFL(Method):
             return BeforeFL()
         return _run_initial_pruning(self.settings, self.context, view)
 
+    def before_fl_client(self, view: SetupView) -> int | None:
+        """The selected client, where initial pruning runs (``ip_node = "client"``; at the server otherwise)."""
+        if not self.initial_pruning or self.settings.ip_node != "client":
+            return None
+        return choose_ip_client(self.settings, view.dataset.y_train.numpy(), view.partitions)
+
     def track_importance(self, round: int) -> bool:
         return self.adaptive is not None and self.adaptive.track_importance(round)
 
