@@ -54,7 +54,7 @@ class ServerSettings:
     aggregation: Literal["mean", "median", "trimmed-mean"] = "mean"
     trim_fraction: float = 0.1
     min_valid_replies: int = 1
-    max_update_norm_ratio: float = 100.0
+    max_update_norm_ratio: float = 1e6
 
     def __post_init__(self) -> None:
         check_setting(self.aggregation in AGGREGATIONS, "fl.aggregation", self.aggregation,

@@ -39,10 +39,13 @@ reason                 rejected when
 =====================  ==================================================================================
 
 The update-norm bound is relative to the entry's norm, plus 1 so that an entry sent as zeros (a bias at
-initialisation) may still move by up to the ratio. Its default, 100, is far above what local SGD does
-(on digits with the MLP at lr 0.25 the largest ratio over a run is below 1) and far below what harms the model
-only slightly; a user who distrusts devices more should also choose a robust aggregation
-(``fl.aggregation = "median"`` or ``"trimmed-mean"``, :mod:`prunefl.fl.aggregate`).
+initialisation) may still move by up to the ratio. Honest updates can be large: on the embedded default
+(Fashion-MNIST, Conv-2, lr 0.25, official initialisation) the first round moves a layer by 2.2e4 times
+(its norm + 1), and 12 times more for one client than for the median one; later rounds, and digits with the
+MLP at lr 0.25, stay below 1 (FedDST on digits at lr 1: 1.2). The default ratio, 1e6 (``fl.max_update_norm_ratio``),
+therefore only stops absurd values (1e20 weights, values near float32's overflow); against subtler ones a
+user who cannot trust devices should choose a robust aggregation (``fl.aggregation = "median"`` or
+``"trimmed-mean"``, :func:`prunefl.fl.aggregate.robust_aggregate`).
 """
 
 from __future__ import annotations
