@@ -47,8 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run one experiment and write its results folder")
-    run.add_argument("--config", required=True,
-                     help="TOML config file or preset name, e.g. fmnist-conv2 (`prunefl presets` lists them)")
+    run.add_argument("--config", default=None,
+                     help="TOML config file or preset name, e.g. fmnist-conv2 (`prunefl presets` lists them); "
+                     "required unless --resume")
+    run.add_argument("--resume", default=None, metavar="DIR",
+                     help="continue the killed run in DIR from its last checkpoint (its config, with --set overrides "
+                     "such as fl.rounds; --config, if given, must not change what shapes the run)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set fl.rounds=20 or --set rounds=20 (repeatable)")
     run.add_argument("--out", default=None, help="results folder (must not exist or be empty); default runs/<name>-<time>")
@@ -57,10 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     cmp = sub.add_parser("compare", help="run several methods over several seeds, in parallel, and compare them")
-    cmp.add_argument("--config", required=True,
-                     help="TOML config file or preset name (`prunefl presets` lists them)")
-    cmp.add_argument("--methods", required=True,
-                     help="comma-separated methods to run (`prunefl methods` lists them)")
+    cmp.add_argument("--config", default=None,
+                     help="TOML config file or preset name (`prunefl presets` lists them); required unless --resume")
+    cmp.add_argument("--methods", default=None,
+                     help="comma-separated methods to run (`prunefl methods` lists them); required unless --resume")
+    cmp.add_argument("--resume", default=None, metavar="DIR",
+                     help="continue the comparison in DIR: finished runs are kept, killed ones resume from their "
+                     "checkpoints, runs that never started start")
     cmp.add_argument("--seeds", default=None,
                      help="comma-separated non-negative seeds, e.g. 0,1,2 (default: the config's seed)")
     cmp.add_argument("--jobs", type=int, default=None,
@@ -90,17 +97,32 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from prunefl.errors import ConfigError
     from prunefl.experiments.config import load_config
     from prunefl.experiments.results import new_run_dir
     from prunefl.experiments.runner import load_run_dataset, run_experiment
+    from prunefl.experiments.state import check_resume_config, load_run_state, resume_config
 
-    config = load_config(args.config, args.set)  # validate everything before touching the disk
-    run_dir = new_run_dir(args.out, config.name)
+    resume = None
+    if args.resume is not None:
+        if args.out is not None:
+            raise ConfigError("--out cannot be given with --resume: the run continues in its own folder")
+        resume = load_run_state(args.resume)  # CheckpointError naming the file if it is damaged
+        config = load_config(args.config, args.set) if args.config else resume_config(resume.config, args.set)
+        check_resume_config(resume.config, config, resume.round)
+        run_dir = Path(args.resume)
+    else:
+        if args.config is None:
+            raise ConfigError("prunefl run needs --config (a TOML file or preset name), or --resume DIR")
+        config = load_config(args.config, args.set)  # validate everything before touching the disk
+        run_dir = new_run_dir(args.out, config.name)
     dataset = load_run_dataset(config)
     bar = None if args.no_progress else _progress_bar(config.fl.rounds, config.name)
+    if bar is not None and resume is not None:
+        bar.skip(resume.round)
     try:
         result = run_experiment(config, run_dir, on_row=bar.update_row if bar else None, dataset=dataset,
-                                plots=not args.no_plots)
+                                plots=not args.no_plots, resume=resume)
     finally:
         if bar is not None:
             bar.close()
@@ -109,10 +131,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from prunefl.experiments.compare import default_jobs, run_comparison
+    from prunefl.errors import ConfigError
+    from prunefl.experiments.compare import default_jobs, resume_comparison, run_comparison
     from prunefl.experiments.config import load_config
     from prunefl.experiments.results import new_run_dir
 
+    if args.resume is not None:
+        if args.out is not None or args.methods is not None or args.seeds is not None:
+            raise ConfigError("--resume continues the comparison's own methods and seeds in its own folder; "
+                              "drop --out, --methods and --seeds")
+        progress = None if args.no_progress else _ProgressLines()
+        result = resume_comparison(args.resume, args.set, jobs=args.jobs, on_progress=progress,
+                                   config_path=args.config, run_plots=not args.no_run_plots)
+        print(result.table())
+        for run in result.failed:
+            print(f"prunefl: run {run.method} seed {run.seed} failed: {run.error}", file=sys.stderr)
+        print(f"comparison: {result.report}")
+        return 1 if result.failed else 0
+    if args.config is None or args.methods is None:
+        raise ConfigError("prunefl compare needs --config and --methods, or --resume DIR")
     config = load_config(args.config, args.set)  # validate everything before touching the disk
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = _parse_seeds(args.seeds) if args.seeds is not None else [config.seed]
@@ -203,6 +240,10 @@ class _RoundBar:
         self._name = name
         self._bar = tqdm(total=total, desc=name, unit="round", dynamic_ncols=True, file=sys.stderr)
         self._acc: float | None = None
+
+    def skip(self, rounds: int) -> None:
+        """Count ``rounds`` already done (a resumed run)."""
+        self._bar.update(rounds)
 
     def update_row(self, row: dict[str, Any]) -> None:
         from prunefl import metrics as K

@@ -31,6 +31,9 @@ __all__ = [
     "K_MODEL_COMPUTE_S",
     "K_SPARSE_LAYERS",
     "K_RECONFIG",
+    "K_REJECTED",
+    "K_REJECTED_CLIENTS",
+    "K_MISSING",
     "K_METHOD",
     "K_ROUNDS",
     "K_FINAL_ACCURACY",
@@ -104,6 +107,9 @@ K_COMPUTE_WALL_S = "compute-wall-s"  # list[float], measured wall seconds of eac
 K_MODEL_COMPUTE_S = "model-compute-s"  # list[float], each client's compute seconds under its device time model
 K_SPARSE_LAYERS = "sparse-layers"  # list[str], layers trained with the CSR kernel this round
 K_RECONFIG = "reconfig"  # null, or a dict describing the reconfiguration done this round
+K_REJECTED = "rejected"  # dict[str, int], replies dropped this round per reason (prunefl.fl.validate); {} if none
+K_REJECTED_CLIENTS = "rejected-clients"  # list of [participant, reason], in arrival order
+K_MISSING = "missing"  # list[int], selected participants that did not reply (a Flower node that dropped out)
 
 # --- summary.json ---
 K_METHOD = "method"

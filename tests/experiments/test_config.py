@@ -43,7 +43,7 @@ def test_override_bare_and_dotted_keys_convert_types() -> None:
     "override, fragment",
     [
         ("rounds=abc", "fl.rounds must be an integer, got 'abc'"),  # wrong type
-        ("rounds=0", "fl.rounds must be >= 1, got 0"),  # out of range
+        ("rounds=0", "fl.rounds must be in [1, 10^6], got 0"),  # out of range
         ("fl.roundz=3", "unknown config key 'fl.roundz'"),  # typo in a key
         ("nosuch=3", "unknown config key 'nosuch'"),  # unknown bare key
         ("lr=true", "fl.lr must be a number, got True"),  # bool is not a number

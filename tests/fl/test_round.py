@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from prunefl.data.dataset import ArrayDataset
-from prunefl.errors import DecodeError, InconsistentRepliesError
+from prunefl.errors import TooFewRepliesError
 from prunefl.fl.batches import BatchStream
 from prunefl.fl.client import ClientState
 from prunefl.fl.links import ClientLink, ServerLink, TrainReply
@@ -119,18 +121,19 @@ def _bad_shape_reply(masks: dict[str, np.ndarray]) -> TrainReply:
 
 
 @pytest.mark.parametrize(
-    ("case", "error"),
+    ("case", "reason"),
     [
-        ("truncated", DecodeError),  # the second reply lost its last bytes
-        ("bad-shape", DecodeError),  # the second reply's bias has 4 entries, the model (and the shapes sent) 3
-        ("not-asked", InconsistentRepliesError),  # a reply also came from client 2, which was not selected
-        ("wrong-id", InconsistentRepliesError),  # participant 1 sent client 0's reply
+        ("truncated", "decode"),  # the second reply lost its last bytes
+        ("bad-shape", "shape"),  # the second reply's bias has 4 entries, the model (and the shapes sent) 3
+        ("not-asked", "not-selected"),  # client 2, which was not selected, replied instead of client 1
+        ("wrong-id", "client-id"),  # participant 1 sent client 0's reply
     ],
 )
-def test_a_bad_reply_changes_nothing_even_after_a_good_one(case: str, error: type[Exception]) -> None:
-    # Prepare: two participants; client 0's reply is fine, the other one is bad
+def test_a_bad_reply_changes_nothing_even_after_a_good_one(case: str, reason: str) -> None:
+    # Prepare: two participants, both needed (fl.min_valid_replies = 2); client 0's reply is fine, the other bad
     protocol, work = _world(_PruneOne())
     server = protocol.server
+    server.settings = dataclasses.replace(server.settings, min_valid_replies=2)
     clients = {0: _client(0), 1: _client(1)}
     plan = protocol.configure_train(0, [0, 1])
     replies = {c: client_round(plan.messages[c], clients[c], work, protocol.method, PARTITIONS[c]) for c in (0, 1)}
@@ -139,15 +142,17 @@ def test_a_bad_reply_changes_nothing_even_after_a_good_one(case: str, error: typ
     elif case == "bad-shape":
         replies[1] = _bad_shape_reply(plan.ins.masks)
     elif case == "not-asked":
-        replies[2] = replies[1]
+        replies[2] = replies.pop(1)
     else:
         replies[1] = replies[0]
     state, masks = server.state, server.masks
     before = {k: v.clone() for k, v in state.items()}
     # Execute
-    with pytest.raises(error):
+    with pytest.raises(TooFewRepliesError) as caught:
         protocol.aggregate_train(plan, replies)
-    # Assert: same state objects and values, masks and version untouched (the method's decision never ran)
+    # Assert: the bad reply was rejected with its reason; same state objects and values, masks and version
+    # untouched (the method's decision never ran)
+    assert [(r.participant, r.reason) for r in caught.value.rejections] == [(1 if case != "not-asked" else 2, reason)]
     assert server.state is state and server.masks is masks and server.mask_version == 0
     assert all(torch.equal(before[k], v) for k, v in server.state.items())
     assert bool(server.masks["1.weight"][0, 5])

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from numpy._core.multiarray import _reconstruct  # numpy >= 2 location
 
+from prunefl.data._files import read_capped
 from prunefl.data.dataset import ArrayDataset
 from prunefl.errors import DataError
 
@@ -22,6 +23,7 @@ __all__ = [
     "CIFAR10_FOLDER",
     "load_cifar10",
     "read_cifar_batch",
+    "MAX_CIFAR_BATCH_BYTES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,11 @@ _TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _TEST_BATCH = "test_batch"
 _NUM_CLASSES = 10
 _SIDE = 32
+
+MAX_CIFAR_BATCH_BYTES = 1 << 28
+"""Largest batch file read, in bytes (256 MiB; the official batches hold 31 MB each): a larger one is refused
+unread. The restricted unpickler builds nothing but arrays and lists from the bytes read, so memory is bounded by a
+small multiple of this."""
 _HOW_TO_GET = (
     "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (md5 c58f30108f718f92721af3b95e74349a), "
     "extract it and pass the folder containing cifar-10-batches-py as data_dir (--data-dir)"
@@ -58,7 +65,9 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     Raises
     ------
     DataError
-        If the file is missing, not a pickle, refers to a disallowed global, or has the wrong content.
+        If the file is missing, larger than :data:`MAX_CIFAR_BATCH_BYTES`, not a pickle, refers to a disallowed
+        global, or has the wrong content (labels must be a flat list of ints: a pickle can nest one list in
+        itself many times over, which ``numpy.asarray`` would expand exponentially).
 
     Examples
     --------
@@ -73,9 +82,12 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_capped(path, MAX_CIFAR_BATCH_BYTES)
     except OSError as exc:
         raise DataError(f"cifar10: cannot read batch file {path} ({exc}). To get the data: {_HOW_TO_GET}") from exc
+    if raw is None:
+        raise DataError(f"cifar10: batch file {path} is larger than {MAX_CIFAR_BATCH_BYTES} bytes; refused unread "
+                        f"(the official batches hold 31 MB)")  # fmt: skip
     try:
         batch = _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as exc:  # unpickling malformed bytes can raise almost anything; all mean "corrupt"
@@ -141,9 +153,16 @@ def _check_batch(path: Path, batch: Any) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != row:
         found = f"{data.dtype.name} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f'cifar10: {path}: expected b"data" as uint8 array of shape (n, {row}), found {found}')
+    labels = batch[b"labels"]
+    # Checked before numpy sees it: memo references let a pickle of a few hundred bytes hold a list nested 40 deep
+    # with 2 references per level, 2^40 ints to np.asarray. A flat list of ints (or a 1-D array) cannot do that.
+    flat = isinstance(labels, list) and all(type(v) is int for v in labels)
+    if not (flat or (isinstance(labels, np.ndarray) and labels.ndim == 1)):
+        found = f"{labels.dtype.name} {labels.shape}" if isinstance(labels, np.ndarray) else type(labels).__name__
+        raise DataError(f'cifar10: {path}: b"labels" must be a flat list of integer labels, found {found}')
     try:
-        labels = np.asarray(batch[b"labels"])
-    except ValueError as exc:
+        labels = np.asarray(labels)
+    except (ValueError, OverflowError) as exc:
         raise DataError(f'cifar10: {path}: b"labels" is not a list of ints ({exc})') from exc
     if labels.shape != (data.shape[0],) or (labels.size and labels.dtype.kind not in "iu"):
         raise DataError(

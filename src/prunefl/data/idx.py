@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
+import os
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -17,6 +20,7 @@ from prunefl.errors import DataError
 __all__ = [
     "FASHION_MNIST_DIR",
     "IDX_FILES",
+    "MAX_IDX_PAYLOAD_BYTES",
     "parse_idx",
     "read_idx",
     "load_fashion_mnist",
@@ -60,6 +64,14 @@ _IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+_MAX_HEADER_BYTES = 4 + 4 * 255  # magic + at most 255 big-endian uint32 dimensions
+# Deflate's best case turns 1 byte into about 1032 (zlib's documentation, "technical details"): a gzip file of n
+# bytes cannot hold more than ~1032·n, so a header declaring more is lying and is refused before decompressing.
+_MAX_DEFLATE_RATIO = 1032
+
+MAX_IDX_PAYLOAD_BYTES = 1 << 32
+"""Largest IDX payload read, in bytes (4 GiB; Fashion-MNIST's largest file holds 47 MB). A header declaring more is
+refused before anything is allocated."""
 _IMAGE_SIDE = 28
 _NUM_CLASSES = 10
 
@@ -68,7 +80,7 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     """Decode the bytes of one uncompressed IDX file into an array in native byte order.
 
     The header is checked against the payload: two zero bytes, a known type code, 1 to 255 dimensions,
-    and exactly ``prod(dims) * itemsize`` payload bytes.
+    at most :data:`MAX_IDX_PAYLOAD_BYTES` declared, and exactly ``prod(dims) * itemsize`` payload bytes.
 
     Parameters
     ----------
@@ -92,33 +104,11 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     >>> parse_idx(bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 7, 8, 9])).tolist()
     [7, 8, 9]
     """
-    if len(data) < 4:
-        raise DataError(f"{source}: not an IDX file: {len(data)} bytes, expected at least a 4-byte magic number")
-    zero0, zero1, type_code, ndim = data[:4]
-    if zero0 != 0 or zero1 != 0:
-        raise DataError(
-            f"{source}: not an IDX file: magic number starts with bytes {zero0:#04x} {zero1:#04x}, expected 0x00 0x00"
-        )
-    if type_code not in _IDX_DTYPES:
-        known = ", ".join(f"{code:#04x}" for code in _IDX_DTYPES)
-        raise DataError(f"{source}: unknown IDX type code {type_code:#04x}, expected one of {known}")
-    if ndim == 0:
-        raise DataError(f"{source}: IDX header declares 0 dimensions, expected at least 1")
-    header_bytes = 4 + 4 * ndim
-    if len(data) < header_bytes:
-        raise DataError(f"{source}: truncated IDX header: {len(data)} bytes, expected {header_bytes} for {ndim} dims")
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = _IDX_DTYPES[type_code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    found = len(data) - header_bytes
-    if found != expected:
-        raise DataError(
-            f"{source}: IDX payload is {found} bytes, expected {expected} for shape {dims} of {dtype.name}"
-            + (" (file truncated?)" if found < expected else " (trailing bytes?)")
-        )
+    header = _parse_header(data, source)
+    _check_payload_size(header, len(data) - header.n_bytes, source)
     # bytearray makes the array writable, so torch.from_numpy does not warn; astype makes it native-endian.
-    array = np.frombuffer(bytearray(data[header_bytes:]), dtype=dtype).reshape(dims)
-    return array.astype(dtype.newbyteorder("="), copy=False)
+    array = np.frombuffer(bytearray(data[header.n_bytes :]), dtype=header.dtype).reshape(header.dims)
+    return array.astype(header.dtype.newbyteorder("="), copy=False)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -138,6 +128,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     ------
     DataError
         If the file cannot be read, is not valid gzip, or is not a valid IDX file; the message names the path.
+        A header that declares more bytes than the file holds (or, gzipped, than it can expand to), or more than
+        :data:`MAX_IDX_PAYLOAD_BYTES`, is refused before the payload is read or decompressed; decompression stops
+        one byte past the declared size.
 
     Examples
     --------
@@ -150,14 +143,21 @@ def read_idx(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            file_bytes = os.fstat(f.fileno()).st_size
+            if f.read(2) == _GZIP_MAGIC:
+                f.seek(0)
+                data = _read_gzipped_idx(f, file_bytes, str(path))
+            else:
+                f.seek(0)
+                header = _parse_header(f.read(_MAX_HEADER_BYTES), str(path))
+                _check_payload_size(header, file_bytes - header.n_bytes, str(path))  # before reading the payload
+                f.seek(0)
+                data = f.read(header.n_bytes + header.payload_bytes)
+    except DataError:  # also an OSError, but already says what is wrong
+        raise
     except OSError as exc:
         raise DataError(f"cannot read IDX file {path}: {exc}") from exc
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt or truncated gzip data ({exc}); delete it and fetch it again") from exc
     return parse_idx(data, source=str(path))
 
 
@@ -240,6 +240,85 @@ def _load_idx_dataset(name: str, data_dir: Path) -> ArrayDataset:
         y_test=torch.from_numpy(arrays["y_test"].astype(np.int64)),
         num_classes=_NUM_CLASSES,
     )
+
+
+@dataclass(frozen=True)
+class _IdxHeader:
+    """What an IDX header declares."""
+
+    dtype: np.dtype[Any]  # big-endian element type
+    dims: tuple[int, ...]
+    n_bytes: int  # of the header itself: 4 + 4·ndim
+    payload_bytes: int  # prod(dims)·itemsize, at most MAX_IDX_PAYLOAD_BYTES
+
+
+def _parse_header(data: bytes, source: str) -> _IdxHeader:
+    """Read and check the header at the start of ``data`` (which may hold more than the header)."""
+    if len(data) < 4:
+        raise DataError(f"{source}: not an IDX file: {len(data)} bytes, expected at least a 4-byte magic number")
+    zero0, zero1, type_code, ndim = data[:4]
+    if zero0 != 0 or zero1 != 0:
+        raise DataError(
+            f"{source}: not an IDX file: magic number starts with bytes {zero0:#04x} {zero1:#04x}, expected 0x00 0x00"
+        )
+    if type_code not in _IDX_DTYPES:
+        known = ", ".join(f"{code:#04x}" for code in _IDX_DTYPES)
+        raise DataError(f"{source}: unknown IDX type code {type_code:#04x}, expected one of {known}")
+    if ndim == 0:
+        raise DataError(f"{source}: IDX header declares 0 dimensions, expected at least 1")
+    n_bytes = 4 + 4 * ndim
+    if len(data) < n_bytes:
+        raise DataError(f"{source}: truncated IDX header: {len(data)} bytes, expected {n_bytes} for {ndim} dims")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    dtype = _IDX_DTYPES[type_code]
+    payload_bytes = math.prod(dims) * dtype.itemsize  # Python ints: 255 dims of 2^32 - 1 do not wrap around
+    if payload_bytes > MAX_IDX_PAYLOAD_BYTES:
+        raise DataError(
+            f"{source}: IDX header declares shape {_short_dims(dims)} of {dtype.name}, {payload_bytes} bytes; at "
+            f"most {MAX_IDX_PAYLOAD_BYTES} are read (a lying or damaged header?)"
+        )
+    return _IdxHeader(dtype=dtype, dims=dims, n_bytes=n_bytes, payload_bytes=payload_bytes)
+
+
+def _check_payload_size(header: _IdxHeader, found: int, source: str) -> None:
+    """Raise DataError unless ``found`` payload bytes are exactly what ``header`` declares."""
+    if found != header.payload_bytes:
+        raise DataError(
+            f"{source}: IDX payload is {found} bytes, expected {header.payload_bytes} for shape "
+            f"{_short_dims(header.dims)} of {header.dtype.name}"
+            + (" (file truncated?)" if found < header.payload_bytes else " (trailing bytes?)")
+        )
+
+
+def _read_gzipped_idx(f: IO[bytes], file_bytes: int, source: str) -> bytes:
+    """Decompress a gzipped IDX file, never past one byte more than its header declares."""
+    try:
+        with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+            head = stream.read(_MAX_HEADER_BYTES)
+            header = _parse_header(head, source)
+            total = header.n_bytes + header.payload_bytes
+            if total > _MAX_DEFLATE_RATIO * file_bytes + _MAX_HEADER_BYTES:
+                raise DataError(
+                    f"{source}: IDX header declares {total} bytes, more than a gzip file of {file_bytes} bytes can "
+                    f"expand to (a lying or damaged header?)"
+                )
+            # One byte more than declared, so that parse_idx can tell "trailing bytes" from an exact payload.
+            rest = stream.read(max(0, total + 1 - len(head)))
+    except DataError:  # also an OSError, but already says what is wrong
+        raise
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{source}: corrupt or truncated gzip data ({exc}); delete it and fetch it again") from exc
+    if len(head) + len(rest) > total:  # the rest of the stream was never inflated: its length is unknown
+        raise DataError(
+            f"{source}: IDX payload is longer than the {header.payload_bytes} bytes expected for shape "
+            f"{_short_dims(header.dims)} of {header.dtype.name} (trailing bytes?)"
+        )
+    return head + rest
+
+
+def _short_dims(dims: tuple[int, ...]) -> str:
+    """``dims`` for a message: up to 8 of them."""
+    return str(dims) if len(dims) <= 8 else f"({', '.join(map(str, dims[:8]))}, ... {len(dims)} dims)"
 
 
 def _find_idx_file(name: str, data_dir: Path, stem: str) -> Path:

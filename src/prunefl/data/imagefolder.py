@@ -20,6 +20,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_IMAGE_PIXELS",
     "Fit",
     "load_imagefolder",
     "read_images",
@@ -29,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"})
 """File suffixes (compared lower-case, so ImageNet's ``.JPEG`` counts) taken as images."""
+
+MAX_IMAGE_PIXELS = 64_000_000
+"""Largest image decoded, in pixels (width x height, e.g. 8000 x 8000; ImageNet's largest are a few tens of
+megapixels): a header declaring more is refused before its pixels are decoded (Pillow's own bomb check warns only
+from 89 MP on and refuses from 179 MP)."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -143,7 +149,8 @@ def read_images(
     Raises
     ------
     DataError
-        If a file is missing or cannot be decoded; the message names it.
+        If a file is missing, cannot be decoded, or declares more than :data:`MAX_IMAGE_PIXELS` pixels; the
+        message names it.
 
     Examples
     --------
@@ -189,12 +196,18 @@ _FITS = {"center_crop": _resize_center_crop, "stretch": _resize_stretch}
 def _decode(path: Path, size: int, resize: Callable[[Image.Image, int], Image.Image]) -> np.ndarray:
     """Open one image and return it as ``(3, size, size)`` uint8."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only; pixels are decoded by convert()
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(f"image {path} declares {width} x {height} pixels, more than the {MAX_IMAGE_PIXELS} "
+                                f"decoded (a damaged or hostile file?)")  # fmt: skip
             rgb = resize(image.convert("RGB"), size)
             array = np.asarray(rgb, dtype=np.uint8)  # (size, size, 3)
+    except DataError:
+        raise
     except FileNotFoundError as exc:
         raise DataError(f"image file {path} not found") from exc
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # Pillow's decoders raise OSError, ValueError, SyntaxError, struct.error, ... on bad bytes
         raise DataError(f"cannot decode image {path}: {exc}; the file is corrupt or not an image") from exc
     return array.transpose(2, 0, 1)
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from prunefl.data._files import read_capped
 from prunefl.data.dataset import ArrayDataset
 from prunefl.data.imagefolder import read_images
 from prunefl.errors import ConfigError, DataError
@@ -22,6 +23,7 @@ __all__ = [
     "read_celeba",
     "load_femnist",
     "load_celeba",
+    "MAX_LEAF_JSON_BYTES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,10 @@ FEMNIST_CLASSES = 62  # 10 digits + 26 upper + 26 lower case letters
 FEMNIST_SIDE = 28
 CELEBA_CLASSES = 2  # LEAF's "Smiling" attribute: 0 or 1
 CELEBA_IMAGE_SIZE = 84  # LEAF's celeba model input side (spec §6)
+
+MAX_LEAF_JSON_BYTES = 1 << 30
+"""Largest LEAF JSON file read, in bytes (1 GiB; LEAF's FEMNIST files hold tens of MB each): a larger one is refused
+unread."""
 
 _HOW_TO_GET = {
     "femnist": (
@@ -239,10 +245,17 @@ def _read_split(name: str, split_dir: Path) -> _Split:
 def _read_json(name: str, path: Path) -> dict[str, dict[str, list[Any]]]:
     """Read one LEAF JSON file and check its structure; return ``{user: {"x": [...], "y": [...]}}``."""
     try:
-        with path.open("rb") as f:
-            content = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = read_capped(path, MAX_LEAF_JSON_BYTES)
+    except OSError as exc:
         raise DataError(f"{name}: cannot read LEAF JSON file {path}: {exc}") from exc
+    if raw is None:
+        raise DataError(f"{name}: LEAF JSON file {path} is larger than {MAX_LEAF_JSON_BYTES} bytes; refused unread")
+    try:
+        content = json.loads(raw)
+    # ValueError covers JSONDecodeError, invalid UTF-8 and integers of > 4300 digits; RecursionError arrays or
+    # objects nested deeper than Python's recursion limit (LEAF's files nest 4 deep).
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{name}: cannot read LEAF JSON file {path}: {str(exc)[:200]}") from exc
     if not isinstance(content, dict) or not isinstance(content.get("users"), list):
         raise DataError(f'{name}: {path}: expected a JSON object with a "users" list, "num_samples" and "user_data"')
     user_data = content.get("user_data")

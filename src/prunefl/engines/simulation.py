@@ -19,11 +19,12 @@ from torch import nn
 
 from prunefl.data.dataset import ArrayDataset
 from prunefl import metrics as K
+from prunefl.faults import fault_point
 from prunefl.fl.batches import BatchStream
 from prunefl.fl.client import ClientState, choose_sparse_layers, load_model_state_
 from prunefl.fl.evaluate import evaluate
 from prunefl.fl.links import ClientLink, ServerLink, TrainReply, WireSettings
-from prunefl.fl.round import ClientWorkspace, RoundPlan, RoundProtocol, client_round
+from prunefl.fl.round import ClientWorkspace, Replies, RoundPlan, RoundProtocol, client_round
 from prunefl.fl.selection import select_clients
 from prunefl.fl.server import Server
 from prunefl.pruning.methods.base import BeforeFL, Method, SetupView
@@ -77,7 +78,10 @@ class SimulationEngine:
         # one workspace for every client and the server: clients train in turn on the same model
         self.workspace = ClientWorkspace(setup.model, setup.dataset, setup.loss_fn, setup.seed)
         link = ServerLink(setup.wire, own_masks=setup.method.clients_change_masks)  # others' replies keep the masks sent
-        self.protocol = RoundProtocol(setup.server, setup.method, link, setup.devices, evaluate_loss=self._evaluate_loss)
+        self.protocol = RoundProtocol(
+            setup.server, setup.method, link, setup.devices, evaluate_loss=self._evaluate_loss,
+            partition_sizes={i: int(len(part)) for i, part in enumerate(setup.partitions)},
+        )
 
     def prepare(self, view: SetupView) -> BeforeFL:
         """Run the method's ``before_fl`` and install its decision: state, then masks, and the clock it charged.
@@ -97,14 +101,33 @@ class SimulationEngine:
         """Where ``before_fl`` runs: here, in-process (this engine holds every client's data). Flower overrides it."""
         return self.setup.method.before_fl(view)
 
-    def run(self, on_round: Callable[[dict[str, Any]], None], start_wall: float | None = None) -> None:
-        """Run all rounds, calling ``on_round(row)`` after each with its metrics row."""
+    def run(
+        self,
+        on_round: Callable[[dict[str, Any]], None],
+        start_wall: float | None = None,
+        start_round: int = 0,
+        checkpoint_every: int = 0,
+        on_checkpoint: Callable[[int], None] | None = None,
+    ) -> None:
+        """Run rounds ``start_round`` … ``rounds − 1``, calling ``on_round(row)`` after each with its metrics row.
+
+        ``on_checkpoint(done)`` is called between rounds, with the number of rounds done, after every
+        ``checkpoint_every``-th round (0: never) and once after the last round; the engine is then in a state a
+        checkpoint can hold (:mod:`prunefl.experiments.state`). A run resumed from a checkpoint of ``done``
+        rounds passes ``start_round=done`` (default: 0, None, 0).
+        """
         s = self.setup
         start_wall = time.perf_counter() if start_wall is None else start_wall
-        for r in range(s.rounds):
+        for r in range(start_round, s.rounds):
             row = self.run_round(r)
             row[K.K_WALL_S] = time.perf_counter() - start_wall
             on_round(row)
+            fault_point("kill-after-round", r)  # test hook (prunefl.faults); nothing unless a kill test sets it
+            done = r + 1
+            if on_checkpoint is not None and checkpoint_every > 0 and done % checkpoint_every == 0 and done < s.rounds:
+                on_checkpoint(done)
+        if on_checkpoint is not None:
+            on_checkpoint(max(start_round, s.rounds))
 
     def run_round(self, r: int) -> dict[str, Any]:
         """One FL round: pick the clients, run the round protocol in-process, charge the clock, evaluate."""
@@ -114,6 +137,7 @@ class SimulationEngine:
         plan = self.protocol.configure_train(r, participants)
         sparse = self.sparse_layers(plan.ins.importance_mode != "off")
         replies = self.deliver(plan, sparse)
+        fault_point("kill-inside-round", r)  # test hook (prunefl.faults): clients trained, nothing aggregated
         result = self.protocol.aggregate_train(plan, replies)
         local_steps = plan.ins.local_steps
         charges = [
@@ -145,10 +169,12 @@ class SimulationEngine:
         )
         return row
 
-    def deliver(self, plan: RoundPlan, sparse_layers: set[str]) -> dict[int, TrainReply]:
+    def deliver(self, plan: RoundPlan, sparse_layers: set[str]) -> Replies:
         """Deliver the round's messages and collect the replies: in-process, each client in turn.
 
         Another engine overrides this (the Flower engine sends them to its nodes); the rest of the round is shared.
+        An override returns what arrived, as a mapping or as (participant, reply) pairs in arrival order (so that
+        a duplicate is seen); the round protocol rejects bad replies and lists the participants without one.
         """
         s = self.setup
         return {

@@ -28,15 +28,22 @@ from prunefl import metrics as K
 from prunefl.errors import ConfigError
 from prunefl.experiments.config import RunConfig, config_from_dict, config_to_dict, dump_toml
 from prunefl.experiments.reference import resolve_reference
-from prunefl.experiments.results import CONFIG_FILE, SUMMARY_FILE, new_run_dir
+from prunefl.experiments.results import CHECKPOINT_META, CHECKPOINT_TENSORS, CONFIG_FILE, SUMMARY_FILE, new_run_dir
 from prunefl.pruning.methods import ReferenceRun, get_spec
 from prunefl.pruning.methods.registry import REFERENCE_METHOD
 from prunefl.report.comparison import render_comparison
-from prunefl.report.comparison_io import RUN_FAILED, RUN_OK, RUN_PENDING, ComparisonManifest, RunRecord
+from prunefl.report.comparison_io import (
+    RUN_FAILED,
+    RUN_OK,
+    RUN_PENDING,
+    ComparisonManifest,
+    RunRecord,
+    read_manifest,
+)
 from prunefl.report.comparison_table import aggregate_comparison, format_comparison_table
 from prunefl.report.plots import PlotStyle
 
-__all__ = ["RunProgress", "ComparisonResult", "run_comparison", "default_jobs", "run_dir_name"]
+__all__ = ["RunProgress", "ComparisonResult", "run_comparison", "resume_comparison", "default_jobs", "run_dir_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -214,8 +221,91 @@ def run_comparison(
         dataclasses.replace(manifest, runs=[records[t.key] for t in listed]).write(out_dir)
 
     _Scheduler(tasks, records, out_dir, jobs, config, run_plots, on_progress, save).run()
-    manifest = dataclasses.replace(manifest, runs=[records[t.key] for t in listed],
-                                   wall_s=time.perf_counter() - started)  # fmt: skip
+    return _finish(out_dir, manifest, listed, records, time.perf_counter() - started, style)
+
+
+def resume_comparison(
+    out: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    jobs: int | None = None,
+    on_progress: Callable[[RunProgress], None] | None = None,
+    *,
+    config_path: str | None = None,
+    run_plots: bool = True,
+    style: PlotStyle | None = None,
+) -> ComparisonResult:
+    """Continue the comparison in ``out`` (``prunefl compare --resume``): keep its finished runs, resume the others.
+
+    A run recorded as finished whose summary.json exists is kept as it is. Any other run (interrupted, failed,
+    never started) resumes from the checkpoint in its folder (:func:`prunefl.experiments.state.load_run_state`)
+    when it has one, else starts afresh in its folder. The comparison's methods and seeds are its manifest's;
+    its config is its ``config.toml`` with ``overrides`` (``key=value``; only settings that do not shape a run,
+    such as ``fl.rounds``, may differ from the runs' checkpoints), or the file ``config_path`` names.
+
+    Parameters
+    ----------
+    out : path-like
+        A comparison folder written by :func:`run_comparison`.
+    overrides : sequence of str
+        ``key=value`` config overrides (default: none).
+    jobs : int or None
+        Runs at a time (default: None: the manifest's).
+    on_progress, config_path, run_plots, style
+        As for :func:`run_comparison`.
+
+    Raises
+    ------
+    DataError
+        ``out`` holds no readable comparison manifest.
+    ConfigError
+        The config is invalid, or differs from a run's checkpoint in what shapes the run (when that run resumes,
+        it fails with the error and the others go on).
+    """
+    from prunefl.experiments.config import load_config
+
+    out_dir = Path(out)
+    manifest = read_manifest(out_dir)
+    base = load_config(config_path if config_path else out_dir / CONFIG_FILE, overrides)
+    jobs = manifest.jobs if jobs is None else jobs
+    tasks = _plan(base, manifest.methods, manifest.seeds, jobs)
+    started = time.perf_counter()
+    old = {(r.method, r.seed): r for r in manifest.runs}
+    listed = sorted(tasks, key=lambda t: (manifest.methods.index(t.method), manifest.seeds.index(t.seed)))
+    records: dict[tuple[str, int], RunRecord] = {}
+    todo = []
+    for t in listed:
+        record = old.get(t.key, RunRecord(t.method, t.seed, t.run_dir, reference=t.reference_dir))
+        run_dir = out_dir / t.run_dir
+        if record.status == RUN_OK and (run_dir / SUMMARY_FILE).is_file():
+            records[t.key] = record
+            continue
+        records[t.key] = dataclasses.replace(record, status=RUN_PENDING, error=None, wall_s=None)
+        has_checkpoint = (run_dir / CHECKPOINT_META).exists() or (run_dir / CHECKPOINT_TENSORS).exists()
+        todo.append(dataclasses.replace(t, resume=has_checkpoint))
+    logger.info("resuming comparison %s: %d of %d runs to do", out_dir, len(todo), len(listed))
+    manifest = dataclasses.replace(manifest, jobs=jobs)
+
+    def save() -> None:
+        dataclasses.replace(manifest, runs=[records[t.key] for t in listed]).write(out_dir)
+
+    save()
+    if todo:
+        _Scheduler(todo, records, out_dir, min(jobs, len(todo)), base, run_plots, on_progress, save).run()
+    wall = (manifest.wall_s or 0.0) + time.perf_counter() - started
+    return _finish(out_dir, manifest, listed, records, wall, style)
+
+
+def _finish(
+    out_dir: Path,
+    manifest: ComparisonManifest,
+    listed: list[_Task],
+    records: dict[tuple[str, int], RunRecord],
+    wall_s: float,
+    style: PlotStyle | None,
+) -> ComparisonResult:
+    """Write the final manifest and the comparison report; gather the runs' summaries."""
+    methods = manifest.methods
+    manifest = dataclasses.replace(manifest, runs=[records[t.key] for t in listed], wall_s=wall_s)
     manifest.write(out_dir)
     rendered = render_comparison(out_dir, style=style)
     summaries: dict[str, dict[int, dict[str, Any] | None]] = {m: {} for m in methods}
@@ -240,6 +330,7 @@ class _Task:
     run_dir: str  # relative to the comparison folder
     reference_dir: str | None  # relative: the reference method's run of this seed, or None
     plots: bool = True
+    resume: bool = False  # continue from the checkpoint in run_dir (prunefl compare --resume)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -492,8 +583,14 @@ def _run_task(task: _Task, out_dir: str) -> _Outcome:
             if _worker_queue is not None:
                 _worker_queue.put((task.key, {k: row.get(k) for k in _PROGRESS_KEYS}))
 
+        state = None
+        (run_dir / ERROR_FILE).unlink(missing_ok=True)  # from an earlier try of this run
+        if task.resume:
+            from prunefl.experiments.state import load_run_state
+
+            state = load_run_state(run_dir)
         run_experiment(config, run_dir, on_row=send, dataset=_dataset_cache[key], plots=task.plots,
-                       reference=reference)  # fmt: skip
+                       reference=reference, resume=state)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 (any failure of one run is recorded, and the comparison goes on)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ERROR_FILE).write_text(traceback.format_exc(), encoding="utf-8")

@@ -21,7 +21,8 @@ from prunefl.engines.simulation import SimulationEngine, SimulationSetup
 from prunefl.errors import ConfigError
 from prunefl.experiments.config import RunConfig
 from prunefl.experiments.reference import resolve_reference
-from prunefl.experiments.results import ResultsWriter, save_checkpoint, summarize
+from prunefl.experiments.results import ResultsWriter, summarize
+from prunefl.experiments.state import RunState, check_resume_config, restore_run_state, write_run_state
 from prunefl.fl.links import WireSettings
 from prunefl.fl.losses import make_loss
 from prunefl.fl.server import Server, ServerSettings
@@ -144,10 +145,12 @@ def build_simulation(
     dataset: ArrayDataset,
     method: Method | None = None,
     model_fn: Callable[[], torch.nn.Module] | None = None,
+    break_even: dict[str, tuple[float, float]] | None = None,
 ) -> SimulationSetup:
     """Assemble data partitions, model, server, devices and clock for the simulation engine.
 
-    ``model_fn`` replaces ``config.model.name`` (see :func:`run_experiment`).
+    ``model_fn`` replaces ``config.model.name`` (see :func:`run_experiment`). ``break_even`` is the kernel
+    break-even table to use with ``fl.kernels = "auto"`` instead of measuring one (a resumed run's) (default: None).
 
     Raises
     ------
@@ -180,13 +183,20 @@ def build_simulation(
         regrow_init=f.regrow_init,
         importance_mode=method.importance_mode,  # in force only in rounds where the method tracks importance
         seed=seed,
+        aggregation=f.aggregation,
+        trim_fraction=f.trim_fraction,
+        min_valid_replies=f.min_valid_replies,
+        max_update_norm_ratio=f.max_update_norm_ratio,
     )
     server = Server(state, {k: v.detach().clone() for k, v in masks.items()}, settings)
     eval_indices = None
     if 0 < d.eval_subset < dataset.n_test:
         rng = seeds.rng(seed, EVAL_SUBSET_STREAM)
         eval_indices = torch.from_numpy(np.sort(rng.choice(dataset.n_test, size=d.eval_subset, replace=False)))
-    break_even = _break_even_table(config, model) if f.kernels == "auto" else {}
+    if f.kernels != "auto":
+        break_even = {}
+    elif break_even is None:
+        break_even = _break_even_table(config, model)
     return SimulationSetup(
         dataset=dataset,
         partitions=parts,
@@ -273,14 +283,16 @@ def run_experiment(
     reference: ReferenceRun | None = None,
     model_fn: Callable[[], torch.nn.Module] | None = None,
     engine_factory: Callable[[SimulationSetup], SimulationEngine] | None = None,
+    resume: RunState | None = None,
 ) -> RunResult:
-    """Run ``config`` and write its results folder.
+    """Run ``config`` and write its results folder, or continue a killed run from its checkpoint (``resume``).
 
     Side effects: creates ``run_dir`` (only after data, model, method and time model are built, so a bad config,
     missing data or a missing reference leaves nothing behind), writes config.toml, metrics.jsonl row by row
-    (rows the method writes before FL first, e.g. initial pruning's with stage "ip"), summary.json, a
-    safetensors checkpoint (final state and masks, plus the initial weights under ``extra/init/`` for
-    lottery-ticket baselines), PNG plots and report.md.
+    (rows the method writes before FL first, e.g. initial pruning's with stage "ip"), a checkpoint before round 0,
+    every ``config.checkpoint_every`` rounds and after the last round (the run state of
+    :mod:`prunefl.experiments.state`: final state and masks, the initial weights under ``extra/init/`` for
+    lottery-ticket baselines, and everything a resume needs; atomic), summary.json, PNG plots and report.md.
 
     ``reference`` is the reference run for methods that need one (``prunefl compare`` passes PruneFL's run of
     the same seed); without it the config's ``[reference]`` table is used.
@@ -293,46 +305,86 @@ def run_experiment(
 
     ``engine_factory`` builds the engine that moves the round's messages from the assembled setup (default:
     None: :class:`SimulationEngine`, in-process); the Flower ServerApp passes one that sends them to its nodes.
+
+    ``resume`` is the run state of ``run_dir``'s checkpoint (:func:`prunefl.experiments.state.load_run_state`):
+    the run is rebuilt from ``config`` (which must not differ from the checkpoint's in what shapes the run),
+    the state loaded into it, the metrics rows written after the checkpoint dropped, and the remaining rounds
+    run; rows and final weights are those of a run that was never stopped (same machine and threads). The
+    method's ``before_fl`` does not run again (default: None: a new run).
+
+    Raises
+    ------
+    ConfigError
+        A bad config, or (``resume``) a config that changes what shapes the run, naming the keys.
+    CheckpointError
+        ``resume`` does not fit the run built from ``config``, or metrics.jsonl changed since the checkpoint.
+    ResultsWriteError
+        The results folder cannot be written (not a folder, disk full); names the path. The previous checkpoint
+        and the rows up to it stay intact.
     """
+    if resume is not None:
+        check_resume_config(resume.config, config, resume.round)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     start_wall = time.perf_counter()
     dataset = load_run_dataset(config) if dataset is None else dataset
     method = build_run_method(config, reference)
-    setup = build_simulation(config, dataset, method, model_fn)
+    setup = build_simulation(config, dataset, method, model_fn, break_even=None if resume is None else resume.break_even)
     initial_state = {k: v.clone() for k, v in setup.server.state.items()}
     logger.info(
-        "run %s: method=%s dataset=%s model=%s clients=%d/%d rounds=%d K=%d B=%d lr=%g seed=%d",
+        "run %s: method=%s dataset=%s model=%s clients=%d/%d rounds=%d K=%d B=%d lr=%g seed=%d%s",
         config.name, config.pruning.method, config.data.dataset, config.model.name, config.fl.clients_per_round,
         config.data.num_clients, config.fl.rounds, config.fl.local_steps, config.fl.batch_size, config.fl.lr,
-        config.seed,
+        config.seed, "" if resume is None else f", resumed after round {resume.round}",
     )
-    writer = ResultsWriter(run_dir, config)
+    extra: dict[str, Any] = {}
+    if resume is None:
+        writer = ResultsWriter(run_dir, config)
+    else:
+        # build and load everything first: a checkpoint that does not fit leaves metrics.jsonl as it is
+        engine = SimulationEngine(setup) if engine_factory is None else engine_factory(setup)
+        restore_run_state(engine, resume)
+        initial_state = resume.initial_state
+        extra.update(resume.before_fl_summary)
+        writer = ResultsWriter(run_dir, config, resume=resume.metrics)
+        start_wall -= resume.wall_s  # wall times continue from the checkpoint's
 
     def record(row: dict[str, Any]) -> None:
         writer.write_row(row)
         if on_row is not None:
             on_row(row)
 
-    extra: dict[str, Any] = {}
+    checkpoints = 0
+    before_summary = dict(extra)
+
+    def checkpoint(done: int) -> None:
+        nonlocal checkpoints
+        checkpoints += 1
+        write_run_state(run_dir, engine, config, done, initial_state, before_summary, writer.position(),
+                        time.perf_counter() - start_wall, number=checkpoints)
+
     try:
-        engine = SimulationEngine(setup) if engine_factory is None else engine_factory(setup)
-        before = engine.prepare(SetupView(  # runs the method's before_fl (on a node, for Flower) and installs it
-            state=setup.server.state,
-            masks=setup.server.masks,
-            model=setup.model,
-            dataset=dataset,
-            partitions=setup.partitions,
-            devices=setup.devices,
-            loss_fn=setup.loss_fn,
-            record=record,
-            fresh_state=lambda s: build_model_state(config, dataset, s, model_fn)[1],
-            start_wall=start_wall,
-        ))
-        if before.initial_state is not None:  # the run starts from another initialisation (reinit)
-            initial_state = before.initial_state
-        extra.update(before.summary)
-        engine.run(record, start_wall=start_wall)
+        if resume is None:
+            engine = SimulationEngine(setup) if engine_factory is None else engine_factory(setup)
+            before = engine.prepare(SetupView(  # runs the method's before_fl (on a node, for Flower) and installs it
+                state=setup.server.state,
+                masks=setup.server.masks,
+                model=setup.model,
+                dataset=dataset,
+                partitions=setup.partitions,
+                devices=setup.devices,
+                loss_fn=setup.loss_fn,
+                record=record,
+                fresh_state=lambda s: build_model_state(config, dataset, s, model_fn)[1],
+                start_wall=start_wall,
+            ))
+            if before.initial_state is not None:  # the run starts from another initialisation (reinit)
+                initial_state = before.initial_state
+            extra.update(before.summary)
+            before_summary.update(before.summary)
+            checkpoint(0)  # a run killed from here on resumes without redoing before_fl (initial pruning)
+        engine.run(record, start_wall=start_wall, start_round=0 if resume is None else resume.round,
+                   checkpoint_every=config.checkpoint_every, on_checkpoint=checkpoint)
         if setup.eval_indices is not None:
             # the per-round subset keeps runs fast; the final number a paper reports uses every test sample
             acc, loss = engine.evaluate_global(full_test_set=True)
@@ -345,10 +397,6 @@ def run_experiment(
         extra["break-even-density"] = {k: {"no-dense-grad": a, "dense-grad": b} for k, (a, b) in setup.break_even.items()}
     summary = summarize(writer.rows, config.pruning.method, config.fl.target_accuracies, extra)
     writer.write_summary(summary)
-    save_checkpoint(
-        run_dir, setup.server.state, setup.server.masks, config, config.fl.rounds,
-        extra_tensors={f"init/{k}": v for k, v in initial_state.items()},
-    )
     if plots:
         from prunefl.report import plot_run, write_report
 

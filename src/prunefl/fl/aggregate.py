@@ -1,4 +1,4 @@
-"""Masked, sample-weighted FedAvg aggregation (spec §3.8)."""
+"""Masked aggregation of client states: sample-weighted FedAvg (spec §3.8), or a robust coordinate-wise rule."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["masked_aggregate", "client_masked_aggregate", "sum_importance"]
+__all__ = ["AGGREGATIONS", "masked_aggregate", "robust_aggregate", "client_masked_aggregate", "sum_importance"]
+
+AGGREGATIONS = ("mean", "median", "trimmed-mean")
 
 
 def masked_aggregate(
@@ -76,6 +78,69 @@ def masked_aggregate(
         else:
             # w + Σ p_i (w_i − w⊙m) = mean + w⊙(1−m): kept coordinates take the mean, pruned ones stay stale
             out[key] = torch.where(mask, mean.to(current.dtype), current)
+    return out
+
+
+def robust_aggregate(
+    global_state: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    client_states: Sequence[Mapping[str, np.ndarray]],
+    rule: Literal["median", "trimmed-mean"],
+    trim_fraction: float = 0.1,
+    regrow_init: Literal["stale", "zero"] = "stale",
+) -> dict[str, torch.Tensor]:
+    """Aggregate client states coordinate-wise with the median or a trimmed mean, for devices one cannot trust.
+
+    Every in-use coordinate (every coordinate of an unmasked float entry, the kept ones of a prunable weight)
+    becomes, over the n clients' values sorted per coordinate, the mean of those left after dropping the
+    ``t`` smallest and ``t`` largest: ``t = ⌊trim_fraction · n⌋`` for ``"trimmed-mean"``, ``t = ⌊(n − 1)/2⌋``
+    for ``"median"`` (the middle value, or the mean of the two middle ones), never more than ``⌊(n − 1)/2⌋``.
+    Fewer than ``t`` hostile clients can then move a coordinate only within the honest values' range, at the
+    price of a noisier average (Yin et al., ICML 2018, https://arxiv.org/abs/1803.01498). The rules ignore the
+    sample counts: honest clients all report K·B. Pruned coordinates stay stale (or 0 under
+    ``regrow_init = "zero"``); ``num_batches_tracked`` is left untouched, as in :func:`masked_aggregate`.
+
+    Parameters
+    ----------
+    global_state, masks, client_states, regrow_init
+        As in :func:`masked_aggregate`.
+    rule : {"median", "trimmed-mean"}
+        The coordinate-wise rule.
+    trim_fraction : float
+        Fraction in [0, 0.5) of the clients dropped at each end by ``"trimmed-mean"`` (default: 0.1).
+
+    Returns
+    -------
+    dict[str, torch.Tensor]
+        The new global state (fresh tensors).
+
+    Examples
+    --------
+    >>> g = {"w": torch.tensor([5.0, 7.0])}
+    >>> m = {"w": torch.tensor([True, False])}
+    >>> c = [{"w": np.array([v, 0.0], np.float32)} for v in (1.0, 2.0, 3.0, 100.0)]
+    >>> robust_aggregate(g, m, c, "median")["w"].tolist()  # (2 + 3) / 2; the pruned coordinate stays 7
+    [2.5, 7.0]
+    >>> robust_aggregate(g, m, c, "trimmed-mean", trim_fraction=0.25)["w"].tolist()  # drops 1 and 100
+    [2.5, 7.0]
+    """
+    n = len(client_states)
+    trim = (n - 1) // 2 if rule == "median" else min(int(trim_fraction * n), (n - 1) // 2)
+    out: dict[str, torch.Tensor] = {}
+    for key, current in global_state.items():
+        if key.endswith("num_batches_tracked") or not torch.is_floating_point(current):
+            out[key] = current.clone()
+            continue
+        stacked = torch.stack([torch.from_numpy(np.asarray(s[key])) for s in client_states])  # (n, *shape)
+        ordered = stacked.sort(dim=0).values  # per coordinate, over the client axis
+        value = ordered[trim : n - trim].to(torch.float64).mean(dim=0).to(current.dtype)
+        mask = masks.get(key)
+        if mask is None:
+            out[key] = value
+        elif regrow_init == "zero":
+            out[key] = value * mask
+        else:
+            out[key] = torch.where(mask, value, current)
     return out
 
 

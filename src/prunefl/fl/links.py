@@ -88,10 +88,15 @@ class TrainReply:
     extras : dict[str, numpy.ndarray] or None
         Arrays uploaded beside the weights (the online baseline's samples); their raw bytes are counted
         (default: None).
+    round : int or None
+        The round the reply answers, as the transport carries it beside ``data`` (the codec's train-res header
+        has no round field); the server rejects a reply for another round (:mod:`prunefl.fl.validate`)
+        (default: None: the transport does not say, and the check is skipped).
     """
 
     data: bytes
     extras: dict[str, np.ndarray] | None = None
+    round: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -129,8 +134,10 @@ class ServerLink:
         self.own_masks = own_masks
         self._held: dict[int, int] = {}  # participant -> mask version it received last
         self._sent_masks: dict[int, Mapping[str, np.ndarray]] = {}  # participant -> masks of its last instruction
-        # participant -> entry shapes of its last instruction: a reply must have them, which bounds its memory
+        # participant -> entry shapes and dtypes of its last instruction: a reply must have them, which bounds the
+        # memory its decode allocates by the model's dense size
         self._sent_shapes: dict[int, dict[str, tuple[int, ...]]] = {}
+        self._sent_dtypes: dict[int, dict[str, np.dtype]] = {}
 
     def held_mask_version(self, participant: int) -> int | None:
         """The mask version ``participant`` received last (None: never sent one)."""
@@ -146,6 +153,7 @@ class ServerLink:
         variants: dict[bool, bytes] = {}
         out: dict[int, TrainMessage] = {}
         shapes = {name: tuple(np.shape(value)) for name, value in ins.state.items()}
+        dtypes = {name: np.asarray(value).dtype for name, value in ins.state.items()}
         for pid in participants:
             with_masks = self._held.get(pid) != mask_version
             if with_masks not in variants:
@@ -156,13 +164,18 @@ class ServerLink:
             self._held[pid] = mask_version
             self._sent_masks[pid] = ins.masks
             self._sent_shapes[pid] = shapes
+            self._sent_dtypes[pid] = dtypes
         return out
 
-    def decode_res(self, participant: int, data: bytes) -> TrainRes:
-        """Decode ``participant``'s reply against the entry shapes and masks of the instruction it was sent.
+    def decode_res(self, participant: int, data: bytes, *, require_finite: bool = True) -> TrainRes:
+        """Decode ``participant``'s reply against the entry shapes, dtypes and masks of the instruction it was sent.
 
-        A reply with its own masks (FedDST) carries them; they are decoded from the message, and must equal
-        those sent unless the link accepts clients' own masks (``own_masks``).
+        The reply must hold exactly the entries sent, with their shapes and dtypes, and mask exactly the entries
+        sent masked; all of it is checked on the message's table before anything is allocated, so a reply's
+        decode allocates memory bounded by the model's dense size, whatever its bytes. A reply with its own masks
+        (FedDST) carries them; they are decoded from the message, and must equal those sent unless the link
+        accepts clients' own masks (``own_masks``). ``require_finite=False`` lets
+        NaN and ±inf through, for a caller that rejects them itself with its own reason (the round protocol).
 
         Raises
         ------
@@ -177,7 +190,8 @@ class ServerLink:
                 f"a reply came from participant {participant}, which was sent no instruction; it is not aggregated"
             )
         return decode_train_res(
-            data, masks, expected_shapes=self._sent_shapes[participant], own_masks=self.own_masks
+            data, masks, expected_shapes=self._sent_shapes[participant], own_masks=self.own_masks,
+            require_finite=require_finite, expected_dtypes=self._sent_dtypes[participant],
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -202,6 +216,7 @@ class ServerLink:
         self._held = table
         self._sent_masks = {}
         self._sent_shapes = {}
+        self._sent_dtypes = {}
 
 
 class ClientLink:

@@ -8,7 +8,8 @@ Like Flower's Strategy (``configure_train`` / ``aggregate_train`` around one con
    uploaded, builds the instruction and encodes it per participant (:class:`prunefl.fl.links.ServerLink`);
 2. each participant runs :func:`client_round`: decode → :func:`prunefl.fl.client.client_step` → the method's
    client hook → encode; the engine moves the messages (in-process, or over the network);
-3. :meth:`RoundProtocol.aggregate_train` decodes and validates every reply before anything changes, aggregates,
+3. :meth:`RoundProtocol.aggregate_train` decodes and validates every reply before anything changes
+   (:mod:`prunefl.fl.validate`: bad replies are dropped with a counted reason), aggregates the valid ones,
    applies the method's after-aggregate decision (state first, then masks) and builds the round's metrics row;
 4. the engine adds its own fields (the clock's charges, kernels used, evaluation, wall time) and hands the
    finished row back through :meth:`RoundProtocol.observe`.
@@ -19,6 +20,7 @@ Nothing here imports an engine or Flower: both engines drive these steps and onl
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,21 +31,32 @@ from torch import nn
 
 from prunefl import metrics as K
 from prunefl.data.dataset import ArrayDataset
-from prunefl.errors import InconsistentRepliesError
+from prunefl.errors import ConfigError, DecodeError, TooFewRepliesError
 from prunefl.fl.client import ClientState, SwapCache, client_step
 from prunefl.fl.links import ServerLink, TrainMessage, TrainReply
-from prunefl.fl.messages import TrainIns
+from prunefl.fl.messages import TrainIns, TrainRes
 from prunefl.fl.server import Server
+from prunefl.fl.validate import (
+    R_DUPLICATE,
+    R_NOT_SELECTED,
+    Rejection,
+    check_envelope,
+    decode_rejection,
+    expect_replies,
+    validate_reply,
+)
 from prunefl.pruning.methods.base import AggregateView, ClientView, Decision, Method
 from prunefl.seeds import CLIENT_HOOK_STREAM, rng
 from prunefl.sparse.masks import density, kept_counts, layer_densities
 from prunefl.timing.clock import DeviceProfile
 
-__all__ = ["ClientWorkspace", "RoundPlan", "RoundResult", "RoundProtocol", "client_round", "apply_decision"]
+__all__ = ["ClientWorkspace", "Replies", "RoundPlan", "RoundResult", "RoundProtocol", "client_round", "apply_decision"]
 
 logger = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# What an engine collected in a round: replies by participant, or (participant, reply) pairs in arrival order
+Replies = Mapping[int, TrainReply] | Sequence[tuple[int, TrainReply]]
 EvaluateLoss = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor], float]
 
 
@@ -105,6 +118,10 @@ class RoundResult:
         Local compute seconds each of ``clients`` measured.
     decision : Decision or None
         The method's after-aggregate decision, already applied to the server.
+    rejections : list[Rejection]
+        The replies dropped by validation, in arrival order (default: none).
+    missing : list[int]
+        Participants that did not reply, in plan order (default: none).
     """
 
     row: dict[str, Any]
@@ -113,6 +130,8 @@ class RoundResult:
     bytes_up: list[int]
     compute_wall_s: list[float]
     decision: Decision | None
+    rejections: list[Rejection] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
 
 
 class RoundProtocol:
@@ -133,6 +152,15 @@ class RoundProtocol:
     evaluate_loss : callable or None
         ``evaluate_loss(state, masks, x, y) -> float`` on the server's model workspace, for methods that compare
         models on samples (default: None).
+    partition_sizes : Mapping[int, int] or None
+        Training samples each participant holds (the simulation knows them; Flower nodes declare theirs at
+        discovery); a participant holding none may not report samples (:func:`prunefl.fl.validate.
+        check_sample_count`) (default: None: unknown).
+
+    Raises
+    ------
+    ConfigError
+        ``fl.aggregation`` is a robust rule and the method's clients change their own masks (FedDST).
 
     Examples
     --------
@@ -151,12 +179,20 @@ class RoundProtocol:
         link: ServerLink,
         devices: Sequence[DeviceProfile],
         evaluate_loss: EvaluateLoss | None = None,
+        partition_sizes: Mapping[int, int] | None = None,
     ) -> None:
         self.server = server
         self.method = method
         self.link = link
         self.devices = devices
         self.evaluate_loss = evaluate_loss
+        self.partition_sizes = partition_sizes
+        aggregation = server.settings.aggregation
+        if method.clients_change_masks and aggregation != "mean":
+            raise ConfigError(
+                f"fl.aggregation {aggregation!r} is not supported by a method whose clients change their own masks "
+                f"({type(method).__name__}); use fl.aggregation = \"mean\""
+            )
 
     def configure_train(self, round: int, participants: Sequence[int]) -> RoundPlan:
         """Build ``round``'s instruction and encode it for each of ``participants``.
@@ -177,37 +213,50 @@ class RoundProtocol:
             previous_state=server.state,
         )
 
-    def aggregate_train(self, plan: RoundPlan, replies: Mapping[int, TrainReply]) -> RoundResult:
-        """Decode and validate every reply, aggregate, apply the method's decision, and build the metrics row.
+    def aggregate_train(self, plan: RoundPlan, replies: Replies) -> RoundResult:
+        """Decode and validate every reply, drop the bad ones, aggregate the rest, apply the method's decision.
 
-        Modifies the server (state, then the decision's state and masks). Every reply is decoded and checked
-        before anything changes; later steps trust them.
+        Modifies the server (state, then the decision's state and masks), only once every reply was decoded and
+        checked (:mod:`prunefl.fl.validate`): a reply that fails a check is dropped with a
+        :class:`prunefl.fl.validate.Rejection`, logged at WARNING and counted in the row (``rejected``,
+        ``rejected-clients``); participants without a reply are listed in ``missing``. The rest aggregate in
+        plan order, exactly as if the dropped replies had never been sent.
+
+        Parameters
+        ----------
+        plan : RoundPlan
+            The round's :meth:`configure_train`.
+        replies : Mapping[int, TrainReply] or Sequence[tuple[int, TrainReply]]
+            Replies by participant; a transport that can receive two replies from one participant passes them as
+            (participant, reply) pairs in arrival order, so that the second one is rejected as a duplicate.
 
         Raises
         ------
-        DecodeError
-            A reply's bytes are malformed or do not fit the masks sent. Nothing changed.
+        TooFewRepliesError
+            Fewer than ``server.settings.min_valid_replies`` valid replies remain (at least 1). Nothing changed:
+            server state, masks and mask version, the method and the link are untouched.
         InconsistentRepliesError
-            No participant replied, a reply came from someone who was not asked, claims another client id, or
-            disagrees with the instruction (keys, shapes, examples; :meth:`Server.aggregate_train`), or the
-            aggregate is not finite. Nothing changed.
+            The aggregate of the valid replies is not finite (:meth:`Server.aggregate_train`). Nothing changed.
         """
-        unexpected = sorted(set(replies) - set(plan.participants))
-        if unexpected:
-            raise InconsistentRepliesError(
-                f"round {plan.round}: replies from {unexpected}, which were not asked to train (participants "
-                f"{plan.participants}); the round is not aggregated"
+        pairs = list(replies.items()) if isinstance(replies, Mapping) else list(replies)
+        valid, rejections = self._validate(plan, pairs)
+        order = {p: i for i, p in enumerate(plan.participants)}
+        valid.sort(key=lambda item: order[item[0]])  # plan order: the sums do not depend on arrival order
+        clients = [p for p, _, _ in valid]
+        decoded = [res for _, _, res in valid]
+        kept_replies = {p: reply for p, reply, _ in valid}
+        replied = {p for p, _ in pairs}
+        missing = [p for p in plan.participants if p not in replied]
+        needed = max(1, self.server.settings.min_valid_replies)
+        if len(valid) < needed:
+            raise TooFewRepliesError(
+                f"round {plan.round}: {len(valid)} valid replies of {len(plan.participants)} participants, fewer "
+                f"than fl.min_valid_replies={needed} ({len(rejections)} rejected: "
+                f"{[(r.participant, r.reason) for r in rejections]}; missing {missing}); the round is not applied",
+                tuple(rejections), tuple(missing),
             )
-        clients = [p for p in plan.participants if p in replies]
-        decoded = [self.link.decode_res(p, replies[p].data) for p in clients]
-        for p, res in zip(clients, decoded):
-            if res.client_id != p:
-                raise InconsistentRepliesError(
-                    f"round {plan.round}: participant {p} replied as client {res.client_id}; the round is not "
-                    "aggregated"
-                )
         server = self.server
-        update = server.aggregate_train(plan.ins, decoded)  # validates all replies, then swaps the new state in
+        update = server.aggregate_train(plan.ins, decoded)  # builds the new state first, then swaps it in
         view = AggregateView(
             round=plan.round,
             state=server.state,
@@ -219,14 +268,14 @@ class RoundProtocol:
             client_masks=[
                 None if res.masks is None else {k: torch.from_numpy(v) for k, v in res.masks.items()} for res in decoded
             ],
-            extras=[replies[p].extras for p in clients],
+            extras=[kept_replies[p].extras for p in clients],
             lr=plan.ins.lr,
             evaluate_loss=self.evaluate_loss,
         )
         decision = self.method.after_aggregate(view)
         apply_decision(server, decision)
         bytes_down = [plan.messages[p].nbytes for p in clients]
-        bytes_up = [replies[p].nbytes for p in clients]
+        bytes_up = [kept_replies[p].nbytes for p in clients]
         compute_wall_s = [res.compute_wall_s for res in decoded]
         row: dict[str, Any] = {
             K.K_ROUND: plan.round,
@@ -240,8 +289,51 @@ class RoundProtocol:
             K.K_DENSITY: density(server.masks),
             K.K_LAYER_DENSITY: layer_densities(server.masks),
             K.K_RECONFIG: decision.record if decision is not None else None,
+            K.K_REJECTED: dict(Counter(r.reason for r in rejections)),
+            K.K_REJECTED_CLIENTS: [[r.participant, r.reason] for r in rejections],
+            K.K_MISSING: missing,
         }
-        return RoundResult(row, clients, bytes_down, bytes_up, compute_wall_s, decision)
+        return RoundResult(row, clients, bytes_down, bytes_up, compute_wall_s, decision, rejections, missing)
+
+    def _validate(
+        self, plan: RoundPlan, pairs: list[tuple[int, TrainReply]]
+    ) -> tuple[list[tuple[int, TrainReply, TrainRes]], list[Rejection]]:
+        """Decode and check each reply (in arrival order); return the valid ones and the rejections."""
+        expected = expect_replies(
+            plan.ins, self.link.own_masks, self.server.settings.max_update_norm_ratio
+        )
+        selected = set(plan.participants)
+        seen: set[int] = set()
+        valid: list[tuple[int, TrainReply, TrainRes]] = []
+        rejections: list[Rejection] = []
+        for p, reply in pairs:
+            rejection: Rejection | None = None
+            res: TrainRes | None = None
+            if p not in selected:
+                rejection = Rejection(p, R_NOT_SELECTED, f"participants of round {plan.round} are {plan.participants}")
+            elif p in seen:
+                rejection = Rejection(p, R_DUPLICATE, f"a reply from {p} was already received in round {plan.round}")
+            else:
+                seen.add(p)
+                rejection = check_envelope(p, reply, expected)
+            if rejection is None:
+                try:
+                    res = self.link.decode_res(p, reply.data, require_finite=False)  # NaN/inf: checked below
+                except DecodeError as error:
+                    rejection = decode_rejection(p, error)
+            if rejection is None and res is not None:
+                size = None if self.partition_sizes is None else self.partition_sizes.get(p)
+                rejection = validate_reply(p, res, expected, size)
+            if rejection is not None:
+                logger.warning(
+                    "round %d: reply from %d rejected (%s): %s", plan.round, p, rejection.reason, rejection.detail
+                )
+                rejections.append(rejection)
+            elif res is not None:
+                if not self.link.own_masks:
+                    res.masks = None  # equal to the masks sent (checked): aggregate as a reply without masks
+                valid.append((p, reply, res))
+        return valid, rejections
 
     def observe(self, row: Mapping[str, Any]) -> None:
         """Hand the finished row (with the engine's fields: accuracy, clock) to the method, e.g. for triggers."""
@@ -314,7 +406,7 @@ def client_round(
             for k, m in own.items():  # newly pruned weights leave, regrown ones start from 0
                 res.state[k] = res.state[k] * m
         extras = hook.extras
-    return TrainReply(client.link.encode_res(res), extras)
+    return TrainReply(client.link.encode_res(res), extras, round=ins.round)
 
 
 def apply_decision(server: Server, decision: Decision | None) -> None:

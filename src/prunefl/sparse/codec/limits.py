@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from prunefl.errors import ConfigError, DecodeError
+from prunefl.errors import (
+    ConfigError,
+    DecodeError,
+    DtypeMismatchError,
+    EntriesMismatchError,
+    MaskMismatchError,
+    ScalarRangeError,
+)
 from prunefl.sparse.codec.format import (
     _IMPORTANCE_MODES,
     _IMPORTANCE_TOP_K_FLAG,
@@ -127,7 +134,7 @@ def _max_rice_k(numel: int) -> int:
 def _check_non_negative(**fields: int) -> None:
     for name, value in fields.items():
         if value < 0:
-            raise DecodeError(f"expected {name} >= 0, found {value}")
+            raise ScalarRangeError(f"expected {name} >= 0, found {value}", name)
 
 
 def _check_flag(name: str, value: int) -> None:
@@ -153,8 +160,15 @@ def _check_entries(
     importance: list[_ImportanceEntry],
     known_masks: Mapping[str, np.ndarray] | None,
     expected_shapes: Mapping[str, tuple[int, ...]] | None,
+    expected_dtypes: Mapping[str, np.dtype] | None = None,
+    masked_names: Collection[str] | None = None,
 ) -> None:
-    """Check names, dtypes, counts and section lengths of the table against each other and the caller's data."""
+    """Check names, dtypes, counts and section lengths of the table against each other and the caller's data.
+
+    ``expected_dtypes`` (when given) fixes each named entry's dtype and caps its importance at
+    ``max(4, itemsize)`` bytes an element; ``masked_names`` (when given) is the exact set of masked entries.
+    Both are checked here, before any section is read, so that they bound what the decode allocates.
+    """
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -166,10 +180,38 @@ def _check_entries(
             missing = sorted(set(expected) - set(found))
             unexpected = sorted(set(found) - set(expected))
             reshaped = sorted(n for n in set(expected) & set(found) if expected[n] != found[n])
-            raise DecodeError(
+            raise EntriesMismatchError(
                 f"entries differ from expected_shapes: missing {missing}, unexpected {unexpected}, "
-                f"other shape {[(n, found[n], expected[n]) for n in reshaped]} (found, expected)"
+                f"other shape {[(n, found[n], expected[n]) for n in reshaped]} (found, expected)",
+                tuple(missing), tuple(unexpected), tuple(reshaped),
             )
+    if masked_names is not None:
+        found_masked = {e.name for e in entries if e.mask_code != _MaskCode.DENSE}
+        if found_masked != set(masked_names):
+            raise MaskMismatchError(
+                f"message masks entries {sorted(found_masked)}, the server sent masks for {sorted(masked_names)}; "
+                "a reply must mask exactly the entries the server masked"
+            )
+        for e in entries:
+            if e.mask_code != _MaskCode.DENSE and known_masks is not None:
+                sent_shape = tuple(int(n) for n in np.shape(known_masks[e.name]))
+                if sent_shape != e.shape:
+                    raise MaskMismatchError(
+                        f"entry {e.name!r}: the server sent a mask of shape {sent_shape}, the reply has shape {e.shape}"
+                    )
+    if expected_dtypes is not None:
+        wanted = {name: np.dtype(dtype) for name, dtype in expected_dtypes.items()}
+        for e in entries:
+            want = wanted.get(e.name)
+            if want is not None and (e.dtype.kind, e.dtype.itemsize) != (want.kind, want.itemsize):
+                raise DtypeMismatchError(f"entry {e.name!r}: expected dtype {want}, found {e.dtype}")
+        for imp in importance:
+            name = entries[imp.entry].name  # the index was checked against n_entries
+            cap = max(4, wanted[name].itemsize) if name in wanted else 8
+            if imp.dtype.itemsize > cap:
+                raise DecodeError(
+                    f"importance of {name!r}: expected at most {cap} bytes an element, found dtype {imp.dtype}"
+                )
     uses_known = False
     for e in entries:
         what = f"entry {e.name!r}"
@@ -255,13 +297,13 @@ def _check_same_masks(found: Mapping[str, np.ndarray], sent: Mapping[str, np.nda
     """Check that the masks a reply carries are the ones the server sent: same names, same bits."""
     sent = sent or {}
     if set(found) != set(sent):
-        raise DecodeError(
+        raise MaskMismatchError(
             f"reply masks entries {sorted(found)}, the server sent masks for {sorted(sent)}; a client may "
             "change masks only where the method allows it (own_masks)"
         )
     changed = sorted(n for n in found if not np.array_equal(found[n], np.asarray(sent[n])))  # shape and bits
     if changed:
-        raise DecodeError(
+        raise MaskMismatchError(
             f"reply carries masks for {changed} that differ from those the server sent; a client may change masks "
             "only where the method allows it (own_masks)"
         )
