@@ -75,6 +75,7 @@ class SimulationEngine:
             logger.warning("fl.momentum=%g: every layer trains masked dense; the CSR kernels (fl.kernels=auto) stay "
                            "unused, since momentum buffers need the dense parameter shapes", setup.momentum)
         self.sim_clock_s = setup.start_sim_clock_s
+        self.restored = False  # set by prunefl.experiments.state.restore_run_state: clients continue a checkpoint
         # one workspace for every client and the server: clients train in turn on the same model
         self.workspace = ClientWorkspace(setup.model, setup.dataset, setup.loss_fn, setup.seed)
         link = ServerLink(setup.wire, own_masks=setup.method.clients_change_masks)  # others' replies keep the masks sent
@@ -96,6 +97,12 @@ class SimulationEngine:
             server.masks = before.masks  # state first: the masks setter zeroes pruned coordinates if "zero"
         self.setup.start_sim_clock_s = self.sim_clock_s = before.sim_clock_s
         return before
+
+    def sync_clients(self) -> None:
+        """Bring :attr:`clients` up to date before a checkpoint collects them: here they are, already.
+
+        The Flower engine overrides it: there the clients' states live on the nodes.
+        """
 
     def run_before_fl(self, view: SetupView) -> BeforeFL:
         """Where ``before_fl`` runs: here, in-process (this engine holds every client's data). Flower overrides it."""

@@ -148,6 +148,7 @@ def collect_run_state(
         {f"init/{k}": v for k, v in initial_state.items()},
     )
     method_values = _split(s.method.state_dict(), _METHOD, tensors)
+    engine.sync_clients()  # Flower: fetch the states the nodes keep
     clients = [_split(c.state_dict(), f"{_CLIENT}{i}/", tensors) for i, c in enumerate(engine.clients)]
     tensors[_RNG] = torch.get_rng_state()
     doc = checkpoint_doc(config, done)
@@ -281,6 +282,7 @@ def restore_run_state(engine: SimulationEngine, state: RunState) -> None:
     except (KeyError, ValueError, TypeError) as exc:  # a method's own load_state_dict
         raise CheckpointError(f"{where}: the method's state does not load: {type(exc).__name__}: {exc}") from exc
     engine.sim_clock_s = state.sim_clock_s
+    engine.restored = True
     try:
         torch.set_rng_state(state.torch_rng.clone())
     except RuntimeError as exc:

@@ -283,3 +283,21 @@ def test_node_with_other_data_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InconsistentRepliesError, match="node 2"):
         run_on_grid(grid, run_config, plots=False)
     assert not (tmp_path / "flower" / "metrics.jsonl").exists() or not _rows(tmp_path / "flower")
+
+
+def test_flower_run_resumes_from_its_checkpoint_to_the_same_results(tmp_path: Path) -> None:
+    # Prepare: a 4-round run stopped after round 1 (node 11 vanishes, both replies needed) with a checkpoint
+    # every round; the nodes' client states reach the checkpoint through query.state
+    overrides = OVERRIDES.replace("fl.rounds=3", "fl.rounds=4") + " checkpoint_every=1 pruning.reconfig_interval=1"
+    full = {"prunefl.overrides": overrides, "prunefl.run-dir": str(tmp_path / "full")}
+    run_on_grid(InProcessGrid(full, node_partitions={10: 0, 11: 1}), full, plots=False)
+    stopped = {"prunefl.overrides": overrides + " fl.min_valid_replies=2", "prunefl.run-dir": str(tmp_path / "run")}
+    with pytest.raises(InconsistentRepliesError):
+        run_on_grid(DroppingGrid(stopped, node_partitions={10: 0, 11: 1}, gone={11: 2}), stopped, plots=False)
+
+    # Execute: a new Flower run (new nodes, empty context.state) continues from the folder's checkpoint
+    resumed = {"prunefl.overrides": overrides + " fl.min_valid_replies=2", "prunefl.resume": str(tmp_path / "run")}
+    run_on_grid(InProcessGrid(resumed, node_partitions={20: 0, 21: 1}), resumed, plots=False)
+
+    # Assert: the same rows (measured fields aside) and final weights and masks as the run never stopped
+    _assert_same_run(tmp_path / "full", tmp_path / "run")

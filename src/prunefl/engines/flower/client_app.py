@@ -32,6 +32,7 @@ from prunefl.engines.flower.app_config import config_digest, node_partition, par
 from prunefl import metrics as K
 from prunefl.engines.flower.records import (
     SETUP_ACTION,
+    STATE_ACTION,
     STATE_KEY,
     NodeInfo,
     decode_instruction,
@@ -80,6 +81,12 @@ def train(message: Message, context: Context) -> Message:
     return Message(handle_train(message.content, context), reply_to=message)
 
 
+@app.query(STATE_ACTION)
+def state(message: Message, context: Context) -> Message:
+    """Send the client state this node keeps (for the server's checkpoint)."""
+    return Message(handle_state(context), reply_to=message)
+
+
 @app.train(SETUP_ACTION)
 def setup(message: Message, context: Context) -> Message:
     """Run the method's ``before_fl`` (initial pruning) on this node's data."""
@@ -98,6 +105,14 @@ def handle_query(context: Context) -> RecordDict:
     partition_id = node_partition(context.node_config, config.data.num_clients)
     node = _node(dump_toml(config))
     return encode_query_reply(NodeInfo(partition_id, int(node.partitions[partition_id].size), config_digest(config)))
+
+
+def handle_state(context: Context) -> RecordDict:
+    """The client state kept in ``context.state`` (empty content before the node's first round)."""
+    out = RecordDict()
+    if STATE_KEY in context.state.config_records:
+        out[STATE_KEY] = context.state.config_records[STATE_KEY]
+    return out
 
 
 def handle_setup(content: RecordDict, context: Context) -> RecordDict:
@@ -175,7 +190,9 @@ def handle_train(content: RecordDict, context: Context) -> RecordDict:
     client = new_client_state(
         config.seed, partition_id, node.partitions[partition_id], config.fl.momentum, wire_settings(config)
     )
-    if STATE_KEY in context.state.config_records:
+    if STATE_KEY in content.config_records:  # a resumed run: the server sends the checkpoint's client state
+        client.load_state_dict(load_client_state(content.config_records[STATE_KEY]))
+    elif STATE_KEY in context.state.config_records:
         client.load_state_dict(load_client_state(context.state.config_records[STATE_KEY]))
     reply = client_round(
         ins.message, client, node.workspace, node.method, node.partitions[partition_id], ins.sparse_layers

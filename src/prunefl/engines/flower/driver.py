@@ -38,6 +38,8 @@ from prunefl import metrics as K
 from prunefl.engines.flower.app_config import FlowerSettings
 from prunefl.engines.flower.records import (
     SETUP_ACTION,
+    STATE_ACTION,
+    STATE_KEY,
     NodeInfo,
     TrainInstruction,
     decode_query_reply,
@@ -47,9 +49,11 @@ from prunefl.engines.flower.records import (
     encode_instruction,
     encode_query,
     encode_setup_instruction,
+    load_client_state,
+    save_client_state,
 )
 from prunefl.engines.simulation import SimulationEngine, SimulationSetup
-from prunefl.errors import DecodeError, InconsistentRepliesError
+from prunefl.errors import CheckpointError, DecodeError, InconsistentRepliesError
 from prunefl.fl.links import TrainReply
 from prunefl.fl.messages import TrainIns
 from prunefl.fl.round import RoundPlan
@@ -88,7 +92,32 @@ class FlowerEngine(SimulationEngine):
         self.nodes = discover_partitions(grid, sizes, settings, config_digest)
         self._delivery_wall_s = 0.0
         self._dropped: list[dict[str, Any]] = []
+        self._pushed: set[int] = set()  # partitions whose node got its client state from a checkpoint
         logger.info("flower nodes by partition: %s", self.nodes)
+
+    # -- client states (checkpoints) -------------------------------------------------------------------------
+    def sync_clients(self) -> None:
+        """Fetch each connected node's client state (``query.state``) into :attr:`clients`, for a checkpoint.
+
+        A node that keeps none yet (before its first round), or has gone, leaves the server's copy as it is;
+        a state that does not load (another client's, corrupt) is refused and logged, never installed.
+        """
+        online = set(self.grid.get_node_ids())
+        asked = {self.nodes[p]: p for p in range(len(self.clients)) if self.nodes[p] in online}
+        messages = [Message(encode_query(), dst_node_id=n, message_type=f"{MessageType.QUERY}.{STATE_ACTION}")
+                    for n in asked]
+        for reply in self.grid.send_and_receive(messages, timeout=self.settings.reply_timeout_s) if messages else []:
+            node = reply.metadata.src_node_id
+            if node not in asked or reply.has_error():
+                continue
+            record = reply.content.config_records.get(STATE_KEY)
+            if record is None:
+                continue
+            p = asked[node]
+            try:
+                self.clients[p].load_state_dict(load_client_state(record))
+            except (CheckpointError, ValueError, KeyError, TypeError) as error:
+                logger.warning("node %d (partition %d) sent a client state that does not load: %s", node, p, error)
 
     # -- before FL -------------------------------------------------------------------------------------------
     def run_before_fl(self, view: SetupView) -> BeforeFL:
@@ -171,12 +200,12 @@ class FlowerEngine(SimulationEngine):
             if self.nodes[p] not in online:
                 dropped[p] = "node not connected"
                 continue
-            messages.append(Message(
-                encode_instruction(TrainInstruction(plan.round, p, plan.messages[p], layers)),
-                dst_node_id=self.nodes[p],
-                message_type=MessageType.TRAIN,
-                group_id=str(plan.round),
-            ))
+            content = encode_instruction(TrainInstruction(plan.round, p, plan.messages[p], layers))
+            if self.restored and p not in self._pushed:  # a resumed run: the node continues the checkpoint's state
+                content.config_records[STATE_KEY] = save_client_state(self.clients[p].state_dict())
+                self._pushed.add(p)
+            messages.append(Message(content, dst_node_id=self.nodes[p], message_type=MessageType.TRAIN,
+                                    group_id=str(plan.round)))
         start = time.perf_counter()
         replies = self.grid.send_and_receive(messages, timeout=self.settings.reply_timeout_s) if messages else []
         out = _collect(replies, {self.nodes[p]: p for p in plan.participants}, plan.round, dropped)

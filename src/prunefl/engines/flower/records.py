@@ -48,6 +48,7 @@ __all__ = [
     "decode_setup_reply",
     "MAX_REPORT_BYTES",
     "SETUP_ACTION",
+    "STATE_ACTION",
     "encode_setup_model",
     "decode_setup_model",
     "save_client_state",
@@ -72,6 +73,7 @@ K_CONFIG_DIGEST = "config-digest"
 K_REPORT = "report"
 K_STALE = "stale"
 SETUP_ACTION = "setup"  # message type "train.setup": run the method's before_fl on the selected node
+STATE_ACTION = "state"  # message type "query.state": send the client state kept in context.state (checkpoints)
 
 MAX_REPORT_BYTES = 4 << 20  # the JSON report of a node's before_fl (initial pruning's rows): bounded before parsing
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -21,7 +22,9 @@ from flwr.serverapp import Grid, ServerApp
 from prunefl.engines.flower.app_config import config_digest, parse_run_config
 from prunefl.engines.flower.driver import FlowerEngine
 from prunefl.engines.simulation import SimulationEngine, SimulationSetup
+from prunefl.errors import PruneFLError
 from prunefl.experiments.runner import RunResult, run_experiment
+from prunefl.experiments.state import load_run_state
 
 __all__ = ["app", "run_on_grid"]
 
@@ -33,7 +36,11 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Flower's entry point: one prunefl run over the connected SuperNodes."""
-    result = run_on_grid(grid, context.run_config, run_id=context.run_id)
+    try:
+        result = run_on_grid(grid, context.run_config, run_id=context.run_id)
+    except PruneFLError as error:  # the run stops cleanly: finished rounds and the last checkpoint stay on disk
+        logger.error("prunefl run stopped: %s: %s", type(error).__name__, error)
+        raise  # Flower then marks the run failed (`flwr ls` status finished:failed)
     logger.info("prunefl run finished: results in %s", result.run_dir)
 
 
@@ -56,12 +63,17 @@ def run_on_grid(grid: Grid, run_config: Mapping[str, object], run_id: int = 0, p
     ConfigError
         The run config is invalid.
     InconsistentRepliesError, DecodeError
-        Nodes are missing, fail, or reply with malformed or inconsistent messages; the results folder keeps every
-        finished round.
+        Nodes are missing, fail, or reply with malformed or inconsistent messages, or fewer valid replies than
+        ``fl.min_valid_replies`` came in a round (``TooFewRepliesError``); the results folder keeps every finished
+        round and the last checkpoint, from which ``prunefl.resume`` continues.
+    CheckpointError
+        ``prunefl.resume`` names a folder without a whole checkpoint, or one of another run.
     """
     config, settings = parse_run_config(run_config)
+    resume = load_run_state(settings.resume) if settings.resume else None
+    run_dir = Path(settings.resume) if settings.resume else settings.results_dir(run_id)
 
     def engine(setup: SimulationSetup) -> SimulationEngine:
         return FlowerEngine(setup, grid, settings, config_digest(config))
 
-    return run_experiment(config, settings.results_dir(run_id), plots=plots, engine_factory=engine)
+    return run_experiment(config, run_dir, plots=plots, engine_factory=engine, resume=resume)
