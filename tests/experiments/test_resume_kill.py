@@ -127,3 +127,31 @@ def test_resume_refuses_a_config_that_reshapes_the_run(tmp_path: Path, capsys: p
     assert "seed differs (checkpoint 3, now 4)" in err and "fl.lr differs (checkpoint 0.1, now 0.2)" in err
     assert "threads" not in err.split("; these shape")[0]
     assert (out / "metrics.jsonl").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_compare_resume_continues_killed_runs_and_keeps_finished_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: a comparison run whole, and the same comparison whose every run is SIGKILLed after round 4
+    config = write_config(tmp_path)
+    args = ["compare", "--config", str(config), "--methods", "fedavg,prunefl-no-ip", "--jobs", "1",
+            "--no-run-plots", "--no-progress"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main([*args, "--out", str(whole)]) == 0
+    monkeypatch.setenv("PRUNEFL_FAULT_INJECT", "kill-after-round=4")  # the spawned workers inherit it
+    assert main([*args, "--out", str(killed)]) == 1  # both runs failed: their worker died
+    monkeypatch.delenv("PRUNEFL_FAULT_INJECT")
+    runs = ["fedavg/seed-3", "prunefl-no-ip/seed-3"]
+    assert all(not (killed / r / "summary.json").exists() for r in runs)
+    # Execute
+    code = main(["compare", "--resume", str(killed), "--no-progress"])
+    summaries = {r: (killed / r / "summary.json").read_bytes() for r in runs}
+    again = main(["compare", "--resume", str(killed), "--no-progress"])  # nothing left to do
+    # Assert
+    assert code == 0 and again == 0
+    for r in runs:
+        assert rows_without_wall(killed / r) == rows_without_wall(whole / r)
+        assert tensors_equal(final_tensors(killed / r), final_tensors(whole / r)) == []
+        assert (killed / r / "summary.json").read_bytes() == summaries[r]  # finished runs were kept as they were
+    assert '"status": "ok"' in (killed / "comparison.json").read_text()

@@ -6,7 +6,7 @@ import logging
 import math
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -249,6 +249,8 @@ def _decode(
     limits: DecodeLimits,
     expected_shapes: Mapping[str, tuple[int, ...]] | None,
     require_finite: bool,
+    expected_dtypes: Mapping[str, np.dtype] | None = None,
+    masked_names: Collection[str] | None = None,
 ) -> _Decoded:
     """Decode a message of ``kind``; any exception but `DecodeError` is a codec bug, reported as a DecodeError.
 
@@ -257,11 +259,12 @@ def _decode(
     with ``_UNCHECKED`` so that the fuzz tests can tell that no explicit check caught the input.
     """
     try:
-        return _decode_checked(data, kind, known_masks, limits, expected_shapes, require_finite)
+        return _decode_checked(
+            data, kind, known_masks, limits, expected_shapes, require_finite, expected_dtypes, masked_names
+        )
     except DecodeError:
         raise
-    except (MemoryError, ArithmeticError, ValueError, TypeError, IndexError, KeyError, LookupError,
-            struct.error, zstandard.ZstdError, UnicodeError) as exc:
+    except Exception as exc:  # MemoryError, numpy, zstd, struct, RecursionError...: one type for callers
         raise DecodeError(f"{_UNCHECKED}: {type(exc).__name__}: {exc}") from None
 
 
@@ -275,6 +278,8 @@ def _decode_checked(
     limits: DecodeLimits,
     expected_shapes: Mapping[str, tuple[int, ...]] | None,
     require_finite: bool,
+    expected_dtypes: Mapping[str, np.dtype] | None = None,
+    masked_names: Collection[str] | None = None,
 ) -> _Decoded:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"expected a bytes-like message, found {type(data).__name__}")
@@ -330,7 +335,7 @@ def _decode_checked(
     _check_crc(table_stored_bytes, table_crc, "layer table")
     table = _section_bytes(table_stored_bytes, table_section, "layer table")
     entries, importance_entries = _parse_table(table, n_entries, n_importance, limits)
-    _check_entries(entries, importance_entries, known_masks, expected_shapes)
+    _check_entries(entries, importance_entries, known_masks, expected_shapes, expected_dtypes, masked_names)
 
     # Lay out the body: sections follow in table order and must fill the message exactly.
     sections = [s for e in entries for s in (e.mask, e.values)]

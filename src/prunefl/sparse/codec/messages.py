@@ -83,6 +83,7 @@ def decode_train_ins(
     limits: DecodeLimits = _DEFAULT_LIMITS,
     expected_shapes: Mapping[str, tuple[int, ...]] | None = None,
     require_finite: bool = True,
+    expected_dtypes: Mapping[str, np.dtype | str] | None = None,
 ) -> TrainIns:
     """Decode and validate a server → client message.
 
@@ -97,6 +98,9 @@ def decode_train_ins(
         Size limits (default: ``DecodeLimits()``).
     expected_shapes : Mapping[str, tuple of int] or None
         When given, the message must hold exactly these entries with these shapes (default: None).
+    expected_dtypes : Mapping[str, numpy.dtype or str] or None
+        When given, each entry it names must have this dtype (byte order aside), and that entry's importance
+        at most ``max(4, itemsize)`` bytes an element; checked before anything is allocated (default: None).
     require_finite : bool
         Reject NaN and ±inf in float values (default: True).
 
@@ -116,7 +120,9 @@ def decode_train_ins(
     >>> decode_train_ins(encode_train_ins(ins)).lr
     0.5
     """
-    msg = _decode(data, _Kind.TRAIN_INS, known_masks, limits, expected_shapes, require_finite)
+    msg = _decode(
+        data, _Kind.TRAIN_INS, known_masks, limits, expected_shapes, require_finite, _dtypes(expected_dtypes)
+    )
     round_, lr, local_steps, batch_size, mode, upload = msg.scalars
     return TrainIns(
         round=round_,
@@ -203,6 +209,7 @@ def decode_train_res(
     limits: DecodeLimits = _DEFAULT_LIMITS,
     expected_shapes: Mapping[str, tuple[int, ...]] | None = None,
     require_finite: bool = True,
+    expected_dtypes: Mapping[str, np.dtype | str] | None = None,
     own_masks: bool = False,
 ) -> TrainRes:
     """Decode and validate a client → server message.
@@ -212,10 +219,12 @@ def decode_train_res(
     data : bytes-like
         The message.
     masks : Mapping[str, numpy.ndarray] or None
-        The masks the server sent this round; they must name exactly the entries the message masks.
-    limits, expected_shapes, require_finite
-        As in `decode_train_ins`. A server should pass the shapes of the state it sent as ``expected_shapes``:
-        they, not ``limits``, then bound the memory a reply can make it allocate.
+        The masks the server sent this round; they must name exactly the entries the message masks (None: no
+        entry may be masked), and a mask the reply carries must have the shape of the one sent.
+    limits, expected_shapes, require_finite, expected_dtypes
+        As in `decode_train_ins`. A server should pass the shapes and dtypes of the state it sent as
+        ``expected_shapes`` and ``expected_dtypes``: they, not ``limits``, then bound the memory a reply can
+        make it allocate.
     own_masks : bool
         Accept a reply that carries masks other than ``masks``: the client's own, for methods whose clients
         change masks (FedDST) (default: False: masks a reply carries must equal ``masks``, entry for entry).
@@ -238,7 +247,12 @@ def decode_train_res(
     >>> decode_train_res(encode_train_res(res, {}), {}).importance["w"]
     array([1., 1., 1.], dtype=float32)
     """
-    msg = _decode(data, _Kind.TRAIN_RES, masks, limits, expected_shapes, require_finite)
+    # The reply must mask exactly the entries ``masks`` names, with their shapes, whatever own_masks says; this
+    # is checked on the table, before anything is allocated. Own masks may then differ from those sent in bits.
+    msg = _decode(
+        data, _Kind.TRAIN_RES, masks, limits, expected_shapes, require_finite, _dtypes(expected_dtypes),
+        masked_names=set(masks or {}),
+    )
     if msg.sent_masks and not own_masks:
         _check_same_masks(msg.masks, masks)
     client_id, num_examples, train_loss, compute_wall_s, has_importance = msg.scalars
@@ -300,6 +314,7 @@ def decode_state(
     limits: DecodeLimits = _DEFAULT_LIMITS,
     expected_shapes: Mapping[str, tuple[int, ...]] | None = None,
     require_finite: bool = True,
+    expected_dtypes: Mapping[str, np.dtype | str] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Decode and validate a message written by `encode_state`.
 
@@ -328,5 +343,11 @@ def decode_state(
     array([[7., 0.],
            [0., 7.]], dtype=float32)
     """
-    msg = _decode(data, _Kind.STATE, known_masks, limits, expected_shapes, require_finite)
+    msg = _decode(
+        data, _Kind.STATE, known_masks, limits, expected_shapes, require_finite, _dtypes(expected_dtypes)
+    )
     return msg.state, msg.masks
+
+
+def _dtypes(expected: Mapping[str, np.dtype | str] | None) -> dict[str, np.dtype] | None:
+    return None if expected is None else {name: np.dtype(dtype) for name, dtype in expected.items()}
