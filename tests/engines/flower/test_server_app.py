@@ -216,15 +216,15 @@ def test_every_method_on_flower_equals_simulation(tmp_path: Path, method: str) -
 
 
 class DroppingGrid(InProcessGrid):
-    """A grid on which nodes vanish: after ``after`` train messages, node ``node`` neither answers nor is listed."""
+    """A grid on which nodes vanish: node ``n`` answers nothing from round ``gone[n]`` on, and is then not listed."""
 
     def __init__(self, run_config: dict[str, object], node_partitions: dict[int, int], gone: dict[int, int]) -> None:
         super().__init__(run_config, node_partitions)
-        self.gone = gone  # node -> how many train messages it answers before it vanishes
-        self.answered = {n: 0 for n in node_partitions}
+        self.gone = gone
+        self.round = -1  # the latest round a train message was sent for
 
     def _alive(self, node: int) -> bool:
-        return node not in self.gone or self.answered[node] < self.gone[node]
+        return node not in self.gone or self.round < self.gone[node]
 
     def get_node_ids(self) -> Iterable[int]:
         return [n for n in self.contexts if self._alive(n)]
@@ -234,12 +234,11 @@ class DroppingGrid(InProcessGrid):
         for message in messages:
             node = message.metadata.dst_node_id
             self.sent.append(message)
-            if not self._alive(node):
-                continue  # no reply: the caller's timeout ends the wait
             if message.metadata.message_type == "train":
-                self.answered[node] += 1
-            out.append(client_app(message, self.contexts[node]))
-        return out
+                self.round = max(self.round, int(message.metadata.group_id))
+            if self._alive(node):
+                out.append(client_app(message, self.contexts[node]))
+        return out  # no reply from a vanished node: the caller's timeout ends the wait
 
 
 def test_node_that_vanishes_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -251,16 +250,17 @@ def test_node_that_vanishes_is_recorded_and_the_run_goes_on(tmp_path: Path) -> N
     # Execute
     run_on_grid(grid, run_config, plots=False)
 
-    # Assert: rounds 2 and 3 aggregate partition 0 alone and say who dropped and why
+    # Assert: rounds 2 and 3 aggregate partition 0 alone and say who dropped and why: in round 2 the node was
+    # still listed and did not reply, in round 3 it was gone from the list
     rows = [r for r in _rows(tmp_path / "flower") if r[K.K_STAGE] == "fl"]
     assert [r[K.K_CLIENTS] for r in rows] == [[0, 1], [0, 1], [0], [0]]
     assert [r[K.K_DROPPED] for r in rows[:2]] == [[], []]
-    for r in rows[2:]:
-        assert r[K.K_DROPPED] == [{"partition": 1, "node": 11, "reason": "node not connected"}]
+    assert rows[2][K.K_DROPPED] == [{"partition": 1, "node": 11, "reason": "no reply within 600 s"}]
+    assert rows[3][K.K_DROPPED] == [{"partition": 1, "node": 11, "reason": "node not connected"}]
 
 
 def test_too_few_nodes_left_stops_the_run_with_an_error(tmp_path: Path) -> None:
-    # Prepare: both replies are needed; node 11 vanishes after round 0
+    # Prepare: both replies are needed; node 11 vanishes from round 1 on
     overrides = OVERRIDES + " fl.min_valid_replies=2"
     run_config = {"prunefl.overrides": overrides, "prunefl.run-dir": str(tmp_path / "flower")}
     grid = DroppingGrid(run_config, node_partitions={10: 0, 11: 1}, gone={11: 1})
