@@ -70,8 +70,19 @@ def test_reply_for_other_partition_raises_decode_error() -> None:
     content = encode_reply(1, 0, TrainReply(b"abc"))
 
     # Execute / Assert
-    with pytest.raises(DecodeError, match="expected round 1 partition 1"):
-        decode_reply(content, expected_round=1, expected_partition=1)
+    with pytest.raises(DecodeError, match="claims partition 0, its sender holds partition 1"):
+        decode_reply(content, expected_partition=1)
+
+
+def test_reply_carries_the_round_it_answers() -> None:
+    # Prepare: a stale reply (round 3) is decoded; the round protocol then rejects it as "other-round"
+    content = encode_reply(3, 1, TrainReply(b"abc"))
+
+    # Execute
+    got = decode_reply(content, expected_partition=1)
+
+    # Assert
+    assert got.round == 3 and got.data == b"abc"
 
 
 def test_reply_with_non_numeric_extra_raises_decode_error() -> None:
@@ -81,7 +92,7 @@ def test_reply_with_non_numeric_extra_raises_decode_error() -> None:
 
     # Execute / Assert
     with pytest.raises(DecodeError, match="numeric array"):
-        decode_reply(content, expected_round=0, expected_partition=0)
+        decode_reply(content, expected_partition=0)
 
 
 def test_client_state_round_trips_tensors_and_values() -> None:

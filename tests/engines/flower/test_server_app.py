@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("flwr")
 
 import torch  # noqa: E402
-from flwr.app import Context, Message, RecordDict  # noqa: E402
+from flwr.app import ConfigRecord, Context, Message, RecordDict  # noqa: E402
 from flwr.serverapp import Grid  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
@@ -301,3 +301,39 @@ def test_flower_run_resumes_from_its_checkpoint_to_the_same_results(tmp_path: Pa
 
     # Assert: the same rows (measured fields aside) and final weights and masks as the run never stopped
     _assert_same_run(tmp_path / "full", tmp_path / "run")
+
+
+class HostileGrid(InProcessGrid):
+    """A grid whose node ``node`` answers every train message twice, the second time with NaN weights."""
+
+    def __init__(self, run_config: dict[str, object], node_partitions: dict[int, int], node: int) -> None:
+        super().__init__(run_config, node_partitions)
+        self.node = node
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        out = list(super().send_and_receive(messages, timeout=timeout))
+        for reply in list(out):
+            if reply.metadata.src_node_id == self.node and reply.metadata.message_type == "train":
+                record = dict(reply.content.config_records["prunefl"])
+                record["data"] = b"\x00" * 16  # not a codec message
+                asked = [m for m in self.sent if m.metadata.dst_node_id == self.node][-1]
+                out.append(Message(RecordDict({"prunefl": ConfigRecord(record)}), reply_to=asked))
+        return out
+
+
+def test_duplicate_and_malformed_replies_are_rejected_and_counted(tmp_path: Path) -> None:
+    # Prepare: node 11 sends a second, malformed reply every round
+    run_config = {"prunefl.overrides": OVERRIDES, "prunefl.run-dir": str(tmp_path / "flower")}
+    config, _ = parse_run_config(run_config)
+    run_experiment(config, tmp_path / "sim", plots=False)
+
+    # Execute
+    run_on_grid(HostileGrid(run_config, node_partitions={10: 0, 11: 1}, node=11), run_config, plots=False)
+
+    # Assert: each round counts the duplicate, and the model is the simulation's bit for bit (the first reply won)
+    rows = [r for r in _rows(tmp_path / "flower") if r[K.K_STAGE] == "fl"]
+    assert all(r[K.K_REJECTED] == {"duplicate": 1} for r in rows), [r[K.K_REJECTED] for r in rows]
+    ck_sim = load_file(tmp_path / "sim" / "checkpoint.safetensors")
+    ck_flower = load_file(tmp_path / "flower" / "checkpoint.safetensors")
+    for key in ck_sim:
+        assert torch.equal(ck_sim[key], ck_flower[key]), key

@@ -56,7 +56,7 @@ from prunefl.engines.simulation import SimulationEngine, SimulationSetup
 from prunefl.errors import CheckpointError, DecodeError, InconsistentRepliesError
 from prunefl.fl.links import TrainReply
 from prunefl.fl.messages import TrainIns
-from prunefl.fl.round import RoundPlan
+from prunefl.fl.round import Replies, RoundPlan
 from prunefl.pruning.methods.base import BeforeFL, SetupView
 from prunefl.sparse.codec import encode_train_ins
 
@@ -185,12 +185,14 @@ class FlowerEngine(SimulationEngine):
         row[K.K_DROPPED] = self._dropped
         return row
 
-    def deliver(self, plan: RoundPlan, sparse_layers: set[str]) -> dict[int, TrainReply]:
-        """Send each participant's instruction to its node; return the well-formed replies by partition.
+    def deliver(self, plan: RoundPlan, sparse_layers: set[str]) -> Replies:
+        """Send each participant's instruction to its node; return ``(partition, reply)`` pairs in arrival order.
 
-        Participants whose node is no longer connected, replied with an error or a malformed message, or did
-        not reply within ``reply_timeout_s`` are left out (recorded for the row); the round protocol decides
-        whether enough replies remain.
+        The round protocol validates every pair (a second reply of a node is a ``duplicate``, a reply from a
+        node not asked ``not-selected``, a malformed record ``decode``, a reply for another round
+        ``other-round``). Participants whose node is no longer connected, answered with an error, or did not
+        reply within ``reply_timeout_s`` have dropped out (recorded for the row); the protocol decides whether
+        enough valid replies remain (``fl.min_valid_replies``).
         """
         layers = tuple(sorted(sparse_layers))
         online = set(self.grid.get_node_ids())
@@ -208,10 +210,11 @@ class FlowerEngine(SimulationEngine):
                                     group_id=str(plan.round)))
         start = time.perf_counter()
         replies = self.grid.send_and_receive(messages, timeout=self.settings.reply_timeout_s) if messages else []
-        out = _collect(replies, {self.nodes[p]: p for p in plan.participants}, plan.round, dropped)
+        out = _collect(replies, {n: p for p, n in self.nodes.items()}, plan.round, dropped)
         self._delivery_wall_s = time.perf_counter() - start
+        answered = {p for p, _ in out}
         for p in plan.participants:
-            if p not in out and p not in dropped:
+            if p not in answered and p not in dropped:
                 dropped[p] = f"no reply within {self.settings.reply_timeout_s:g} s"
         self._dropped = [{"partition": p, "node": self.nodes[p], "reason": why} for p, why in sorted(dropped.items())]
         for d in self._dropped:
@@ -247,7 +250,16 @@ def discover_partitions(
         )
     messages = [Message(encode_query(), dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
     by_node: dict[int, NodeInfo] = {}
-    for reply in grid.send_and_receive(messages, timeout=settings.reply_timeout_s):
+    # a node answers its first message after starting a ClientApp that loads the data: the connect timeout applies
+    wait_s = max(settings.connect_timeout_s, settings.reply_timeout_s)
+    replies = list(grid.send_and_receive(messages, timeout=wait_s))
+    if len(replies) < len(nodes):
+        silent = sorted(set(nodes) - {r.metadata.src_node_id for r in replies})
+        raise InconsistentRepliesError(
+            f"nodes {silent} did not answer the partition query within {wait_s:g} s "
+            "(prunefl.connect-timeout-s); are they overloaded, or missing the data set?"
+        )
+    for reply in replies:
         node = reply.metadata.src_node_id
         if reply.has_error():
             raise InconsistentRepliesError(f"node {node} failed the partition query: {reply.error.reason}")
@@ -283,30 +295,29 @@ def discover_partitions(
 
 
 def _collect(
-    replies: Iterable[Message], asked: dict[int, int], round: int, dropped: dict[int, str]
-) -> dict[int, TrainReply]:
-    """Keep the well-formed replies of nodes that were asked; note failed and malformed ones in ``dropped``.
+    replies: Iterable[Message], partition_of: Mapping[int, int], round: int, dropped: dict[int, str]
+) -> list[tuple[int, TrainReply]]:
+    """Turn reply messages into ``(partition, reply)`` pairs for the round protocol's validation.
 
-    A second reply from the same node is ignored (logged); a reply from a node that was not asked is ignored
-    (logged): neither changes anything.
+    The participant is the sender node's own partition, whatever the reply claims. A reply from a node that holds
+    no partition of this run is logged and left out; an error reply marks its partition dropped (``dropped``);
+    a malformed record becomes an empty reply, which validation rejects as ``decode``.
     """
-    out: dict[int, TrainReply] = {}
+    out: list[tuple[int, TrainReply]] = []
     for reply in replies:
         node = reply.metadata.src_node_id
-        if node not in asked:
-            logger.warning("round %d: ignored a reply from node %d, which was not asked to train", round, node)
+        if node not in partition_of:
+            logger.warning("round %d: ignored a reply from node %d, which holds no partition of this run", round, node)
             continue
-        p = asked[node]
-        if p in out or p in dropped:
-            logger.warning("round %d: ignored a second reply from node %d (partition %d)", round, node, p)
-            continue
+        p = partition_of[node]
         if reply.has_error():
-            dropped[p] = f"node error: {reply.error.reason}"
+            dropped.setdefault(p, f"node error: {reply.error.reason}")
             continue
         try:
-            out[p] = decode_reply(reply.content, round, p)
+            out.append((p, decode_reply(reply.content, p)))
         except DecodeError as error:
-            dropped[p] = f"malformed reply: {error}"
+            logger.warning("round %d: node %d (partition %d) sent a malformed reply: %s", round, node, p, error)
+            out.append((p, TrainReply(b"", None, round=round)))
     return out
 
 

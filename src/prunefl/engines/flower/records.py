@@ -152,7 +152,7 @@ def encode_reply(round: int, partition_id: int, reply: TrainReply) -> RecordDict
     Examples
     --------
     >>> content = encode_reply(0, 3, TrainReply(b"xyz", {"x": np.zeros(2, np.float32)}))
-    >>> got = decode_reply(content, expected_round=0, expected_partition=3)
+    >>> got = decode_reply(content, expected_partition=3)
     >>> got.data, got.extras["x"].tolist()
     (b'xyz', [0.0, 0.0])
     """
@@ -164,22 +164,24 @@ def encode_reply(round: int, partition_id: int, reply: TrainReply) -> RecordDict
     return content
 
 
-def decode_reply(content: RecordDict, expected_round: int, expected_partition: int) -> TrainReply:
-    """Read and check a reply: the round and partition it claims, its codec bytes and its extra arrays.
+def decode_reply(content: RecordDict, expected_partition: int) -> TrainReply:
+    """Read and check a reply: the partition it claims, the round it answers, its codec bytes and extra arrays.
+
+    The round travels in the returned :class:`TrainReply` (the round protocol rejects a reply for another round).
 
     Raises
     ------
     DecodeError
-        A key is missing or of the wrong type, the reply is for another round or partition, or an extra array
-        is not a numeric array (or cannot be read).
+        A key is missing or of the wrong type, the reply claims another partition than its sender holds, or an
+        extra array is not a numeric array (or cannot be read).
     """
     record = _message_record(content)
     round_ = _nonnegative_int(record, K_ROUND)
     partition_id = _nonnegative_int(record, K_PARTITION)
-    if round_ != expected_round or partition_id != expected_partition:
+    if partition_id != expected_partition:
         raise DecodeError(
-            f"reply claims round {round_} partition {partition_id}, expected round {expected_round} partition "
-            f"{expected_partition}; it is not aggregated"
+            f"reply claims partition {partition_id}, its sender holds partition {expected_partition}; it is not "
+            "aggregated"
         )
     extras = None
     if EXTRAS_KEY in content.array_records:
@@ -192,7 +194,7 @@ def decode_reply(content: RecordDict, expected_round: int, expected_partition: i
             if value.dtype.kind not in "biuf":
                 raise DecodeError(f"reply extra {name!r} must be a numeric array, got dtype {value.dtype}")
             extras[name] = value
-    return TrainReply(_bytes(record, K_DATA), extras)
+    return TrainReply(_bytes(record, K_DATA), extras, round=round_)
 
 
 def encode_query() -> RecordDict:

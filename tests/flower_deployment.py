@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 BIN = Path(sys.executable).parent
-APP_DIR = Path(__file__).resolve().parents[3] / "flower-app"
+APP_DIR = Path(__file__).resolve().parents[1] / "flower-app"
 ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 
 
