@@ -371,7 +371,7 @@ def write_checkpoint_files(run_dir: str | Path, tensors: Mapping[str, torch.Tens
         checkpoint is left whole.
     """
     run_dir = Path(run_dir)
-    data = save_tensors({k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()})
+    data = save_tensors(_unshared(tensors))
     full = dict(doc)
     full["tensors"] = {"file": CHECKPOINT_TENSORS, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     text = (json.dumps(full, indent=1, default=_jsonable) + "\n").encode("utf-8")
@@ -393,6 +393,17 @@ def write_checkpoint_files(run_dir: str | Path, tensors: Mapping[str, torch.Tens
         ) from exc
     fsync_dir(run_dir)
     return tensors_path
+
+
+def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors, each with its own memory (safetensors refuses tensors sharing storage)."""
+    out, seen = {}, set()
+    for k, v in tensors.items():
+        t = v.detach().contiguous().cpu()
+        ptr = t.untyped_storage().data_ptr()
+        out[k] = t.clone() if ptr in seen and t.numel() > 0 else t
+        seen.add(ptr)
+    return out
 
 
 def _tmp(path: Path) -> Path:
@@ -417,7 +428,9 @@ def read_checkpoint_files(run_dir: str | Path, finish: bool = False) -> tuple[di
     try:
         data = tensors_path.read_bytes()
     except OSError as exc:
-        raise CheckpointError(f"cannot read the checkpoint {str(tensors_path)!r}: {exc}") from exc
+        hint = " (a run killed before its first checkpoint cannot resume: start it again)" if (
+            not tensors_path.exists() and not meta_path.exists()) else ""
+        raise CheckpointError(f"cannot read the checkpoint {str(tensors_path)!r}: {exc}{hint}") from exc
     digest = hashlib.sha256(data).hexdigest()
     doc, error = _read_doc(meta_path, digest, len(data))
     if error is not None:
