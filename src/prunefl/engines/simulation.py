@@ -66,6 +66,16 @@ class SimulationSetup:
 class SimulationEngine:
     """Runs FL rounds in-process over the round protocol and emits one metrics row per round."""
 
+    @property
+    def holds_client_states(self) -> bool:
+        """Whether :attr:`clients` are the states the clients train with, so a checkpoint holds them.
+
+        True for in-process delivery; an engine that overrides :meth:`deliver` sends the round to clients that
+        keep their own state (a Flower node keeps it in ``context.state``), so its checkpoint cannot hold it.
+        Such an engine may override this property.
+        """
+        return type(self).deliver is SimulationEngine.deliver
+
     def __init__(self, setup: SimulationSetup) -> None:
         self.setup = setup
         self.clients = [

@@ -6,7 +6,9 @@ A run state is collected from the parts' own ``state_dict()`` hooks, between two
   (:meth:`prunefl.fl.links.ServerLink.state_dict`: the mask version each participant holds);
 * the method (:meth:`prunefl.pruning.methods.base.Method.state_dict`);
 * every client (:meth:`prunefl.fl.client.ClientState.state_dict`: batch stream and its generator, augmentation
-  generator, importance accumulator, momentum buffers, cached masks);
+  generator, importance accumulator, momentum buffers, cached masks) where the engine holds them
+  (:attr:`prunefl.engines.simulation.SimulationEngine.holds_client_states`: in-process; a Flower node keeps
+  its client's state in its own ``context.state``, so a Flower server's checkpoint has none);
 * the simulated clock, the rounds done, the wall seconds so far, torch's global generator, the run's initial
   weights, the kernel break-even table (measured once: a resumed run must choose the same kernels), what the
   method's ``before_fl`` put in the summary, and where ``metrics.jsonl`` ended (bytes, rows, SHA-256).
@@ -93,7 +95,8 @@ class RunState:
     method : dict
         :meth:`prunefl.pruning.methods.base.Method.state_dict`.
     clients : list of dict
-        :meth:`prunefl.fl.client.ClientState.state_dict` of every client, by client id.
+        :meth:`prunefl.fl.client.ClientState.state_dict` of every client, by client id; empty where the engine
+        does not hold them (Flower).
     sim_clock_s, wall_s : float
         The simulated clock, and real seconds since the run started (rows after a resume continue from it).
     initial_state : dict of str to torch.Tensor
@@ -148,7 +151,8 @@ def collect_run_state(
         {f"init/{k}": v for k, v in initial_state.items()},
     )
     method_values = _split(s.method.state_dict(), _METHOD, tensors)
-    clients = [_split(c.state_dict(), f"{_CLIENT}{i}/", tensors) for i, c in enumerate(engine.clients)]
+    held = engine.holds_client_states  # a Flower node keeps its own client's state
+    clients = [_split(c.state_dict(), f"{_CLIENT}{i}/", tensors) for i, c in enumerate(engine.clients)] if held else []
     tensors[_RNG] = torch.get_rng_state()
     doc = checkpoint_doc(config, done)
     doc[RUN_STATE_KEY] = {
@@ -159,6 +163,7 @@ def collect_run_state(
         "server-link": engine.protocol.link.state_dict(),
         "method": method_values,
         "clients": clients,
+        "clients-held": held,
         "break-even": {k: [a, b] for k, (a, b) in s.break_even.items()},
         "before-fl-summary": dict(before_fl_summary),
         "metrics": metrics.to_json(),
@@ -264,8 +269,10 @@ def restore_run_state(engine: SimulationEngine, state: RunState) -> None:
     """
     s = engine.setup
     where = str(state.run_dir / CHECKPOINT_META)
-    if len(state.clients) != len(engine.clients):
-        raise CheckpointError(f"{where} holds {len(state.clients)} clients' states, the run has {len(engine.clients)}")
+    expected_clients = len(engine.clients) if engine.holds_client_states else 0
+    if len(state.clients) != expected_clients:
+        raise CheckpointError(f"{where} holds {len(state.clients)} clients' states, the run's engine holds "
+                              f"{expected_clients}")
     expected = {k: (v.shape, v.dtype) for k, v in s.server.state.items()}
     got = {k: (v.shape, v.dtype) for k, v in state.initial_state.items()}
     if got != expected:
