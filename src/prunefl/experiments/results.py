@@ -156,7 +156,12 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
 
 @dataclass(frozen=True)
 class MetricsPosition:
-    """Where metrics.jsonl ended when a checkpoint was written: bytes, whole rows, SHA-256 of those bytes."""
+    """Where metrics.jsonl ended when a checkpoint was written: bytes, whole rows, SHA-256 of those bytes.
+
+    >>> p = MetricsPosition(26, 2, "0" * 64)
+    >>> MetricsPosition.from_json(p.to_json(), "checkpoint.json") == p
+    True
+    """
 
     bytes: int
     rows: int
@@ -232,8 +237,10 @@ class ResultsWriter:
             self.rows = [json.loads(line) for line in prefix.decode("utf-8").splitlines()]
             self._hash.update(prefix)
         atomic_write(self.run_dir / CONFIG_FILE, dump_toml(config))
+        if resume is None:
+            atomic_write(self.path, b"")  # a new, empty file (an old one is replaced whole, never truncated)
         try:
-            self._metrics: BinaryIO = open(self.path, "ab" if resume is not None else "wb")
+            self._metrics: BinaryIO = open(self.path, "ab")
         except OSError as exc:
             raise ResultsWriteError(f"cannot write {str(self.path)!r}: {exc}") from exc
 
@@ -369,6 +376,15 @@ def write_checkpoint_files(run_dir: str | Path, tensors: Mapping[str, torch.Tens
     ResultsWriteError
         Disk full or folder not writable; names the path. The temporary files are removed and the previous
         checkpoint is left whole.
+    
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = write_checkpoint_files(folder, {"state/w": torch.ones(2)}, checkpoint_doc(RunConfig(), 3))
+    >>> tensors, doc = read_checkpoint_files(folder)
+    >>> tensors["state/w"].tolist(), doc["round"], len(doc["tensors"]["sha256"])
+    ([1.0, 1.0], 3, 64)
     """
     run_dir = Path(run_dir)
     data = save_tensors(_unshared(tensors))
@@ -433,7 +449,7 @@ def read_checkpoint_files(run_dir: str | Path, finish: bool = False) -> tuple[di
         raise CheckpointError(f"cannot read the checkpoint {str(tensors_path)!r}: {exc}{hint}") from exc
     digest = hashlib.sha256(data).hexdigest()
     doc, error = _read_doc(meta_path, digest, len(data))
-    if error is not None:
+    if doc is None:
         newer, _ = _read_doc(_tmp(meta_path), digest, len(data))
         if newer is None or newer.get("version") != CHECKPOINT_VERSION:
             raise CheckpointError(error)
@@ -446,7 +462,6 @@ def read_checkpoint_files(run_dir: str | Path, finish: bool = False) -> tuple[di
             except OSError as exc:
                 raise ResultsWriteError(f"cannot write {str(meta_path)!r}: {exc}") from exc
             fsync_dir(run_dir)
-    assert doc is not None
     try:
         tensors = load_tensors(data)
     except Exception as exc:  # noqa: BLE001 (safetensors raises its own SafetensorError and others)
@@ -513,7 +528,12 @@ def checkpoint_tensors(
     state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
     extra_tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The tensors every checkpoint holds: ``state/<k>``, ``mask/<k>`` (uint8) and ``extra/<k>``."""
+    """The tensors every checkpoint holds: ``state/<k>``, ``mask/<k>`` (uint8) and ``extra/<k>``.
+
+    >>> t = checkpoint_tensors({"w": torch.ones(2)}, {"w": torch.tensor([True, False])}, {"init/w": torch.zeros(2)})
+    >>> sorted(t), t["mask/w"].tolist()
+    (['extra/init/w', 'mask/w', 'state/w'], [1, 0])
+    """
     tensors = {f"state/{k}": v for k, v in state.items()}
     tensors.update({f"mask/{k}": v.detach().to(torch.uint8) for k, v in masks.items()})
     tensors.update({f"extra/{k}": v for k, v in (extra_tensors or {}).items()})
@@ -521,7 +541,11 @@ def checkpoint_tensors(
 
 
 def checkpoint_doc(config: RunConfig, round: int, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON document every checkpoint holds (format, version, round, config TOML, meta)."""
+    """The JSON document every checkpoint holds (format, version, round, config TOML, meta).
+
+    >>> sorted(checkpoint_doc(RunConfig(), 2))
+    ['config', 'format', 'meta', 'round', 'version']
+    """
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "round": round, "config": dump_toml(config),
             "meta": dict(meta or {})}
 
