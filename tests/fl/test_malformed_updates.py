@@ -150,6 +150,8 @@ def _bad_reply(case: str, plan: RoundPlan, replies: dict[int, TrainReply]) -> tu
         return 2, _tampered(r2, plan, changes[case])
     if case == "oversize":  # the honest bytes and more padding than any reply to these masks can hold
         return 2, TrainReply(r2.data + bytes(max_reply_bytes(plan.ins)), round=plan.round)
+    if case == "extras":  # the honest bytes, and a NaN sample beside them
+        return 2, TrainReply(r2.data, {"online-samples": np.array([[0.5, np.nan]], np.float32)}, round=plan.round)
     if case == "other-round":
         return 2, TrainReply(r2.data, round=plan.round + 1)
     if case == "truncated":
@@ -180,6 +182,7 @@ CASES = [  # (case, reason)
     ("importance-nan", "importance"),
     ("importance-absurd", "importance"),
     ("oversize", "oversize"),
+    ("extras", "extras"),
     ("other-round", "other-round"),
     ("truncated", "decode"),
     ("duplicate", "duplicate"),

@@ -13,6 +13,8 @@ reason                 rejected when
 ``other-round``        the transport says the reply answers another round (:attr:`TrainReply.round`)
 ``oversize``           the reply has more bytes than any honest reply to the instruction sent can have
                        (:func:`max_reply_bytes`); checked before it is decoded
+``extras``             the arrays a method's client hook uploads beside the weights (:attr:`TrainReply.extras`)
+                       are not numeric arrays, hold NaN or ±inf, or take more bytes than the bound above
 ``decode``             the codec rejects the bytes (malformed, corrupt, over a limit)
 ``client-id``          the reply claims another client id, or a negative one
 ``missing-layer``      a state entry the server sent is absent
@@ -75,6 +77,7 @@ __all__ = [
     "R_DUPLICATE",
     "R_OTHER_ROUND",
     "R_OVERSIZE",
+    "R_EXTRAS",
     "R_DECODE",
     "R_CLIENT_ID",
     "R_MISSING_LAYER",
@@ -94,6 +97,7 @@ __all__ = [
     "expect_replies",
     "max_reply_bytes",
     "check_envelope",
+    "check_extras",
     "decode_rejection",
     "validate_reply",
     "check_client_id",
@@ -113,6 +117,7 @@ R_NOT_SELECTED = "not-selected"
 R_DUPLICATE = "duplicate"
 R_OTHER_ROUND = "other-round"
 R_OVERSIZE = "oversize"
+R_EXTRAS = "extras"
 R_DECODE = "decode"
 R_CLIENT_ID = "client-id"
 R_MISSING_LAYER = "missing-layer"
@@ -127,7 +132,7 @@ R_INF = "inf"
 R_IMPORTANCE = "importance"
 R_UPDATE_NORM = "update-norm"
 REASONS = (
-    R_NOT_SELECTED, R_DUPLICATE, R_OTHER_ROUND, R_OVERSIZE, R_DECODE, R_CLIENT_ID, R_MISSING_LAYER, R_EXTRA_LAYER,
+    R_NOT_SELECTED, R_DUPLICATE, R_OTHER_ROUND, R_OVERSIZE, R_EXTRAS, R_DECODE, R_CLIENT_ID, R_MISSING_LAYER, R_EXTRA_LAYER,
     R_SHAPE, R_DTYPE, R_MASK, R_SAMPLE_COUNT, R_BN_STATS, R_NAN, R_INF, R_IMPORTANCE, R_UPDATE_NORM,
 )
 
@@ -265,7 +270,7 @@ def max_reply_bytes(ins: TrainIns) -> int:
 
 
 def check_envelope(participant: int, reply: TrainReply, expected: ReplyExpectation) -> Rejection | None:
-    """Check what is known before decoding: the round the transport says the reply answers, and its size.
+    """Check what is known before decoding: the round the transport says the reply answers, its size, its extras.
 
     Examples
     --------
@@ -275,12 +280,44 @@ def check_envelope(participant: int, reply: TrainReply, expected: ReplyExpectati
     """
     if reply.round is not None and reply.round != expected.round:
         return Rejection(participant, R_OTHER_ROUND, f"reply for round {reply.round}, this is round {expected.round}")
-    if len(reply.data) > expected.max_bytes:
+    data = reply.data
+    n_bytes = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else 0  # others: the codec says why
+    if n_bytes > expected.max_bytes:
         return Rejection(
             participant, R_OVERSIZE,
-            f"reply of {len(reply.data)} bytes, above the {expected.max_bytes} bytes any reply to the instruction "
-            "sent can take",
+            f"reply of {n_bytes} bytes, above the {expected.max_bytes} bytes any reply to the instruction sent can take",
         )
+    return check_extras(participant, reply, expected)
+
+
+def check_extras(participant: int, reply: TrainReply, expected: ReplyExpectation) -> Rejection | None:
+    """The extra arrays a reply uploads must be numeric, finite, and within :func:`max_reply_bytes` together.
+
+    Which arrays a method expects is the method's business (the online baseline's samples and labels); this
+    only keeps them from being of any type, non-finite, or large enough to exhaust the server's memory.
+
+    Examples
+    --------
+    >>> ins = TrainIns(3, {"b": np.zeros(2, np.float32)}, {}, 0.1, 1, 1)
+    >>> bad = TrainReply(b"", {"x": np.array([1.0, np.nan])}, round=3)
+    >>> check_extras(0, bad, expect_replies(ins, False, 100.0)).detail
+    "extra 'x' has 1 NaN or infinite values"
+    """
+    if reply.extras is None:
+        return None
+    total = 0
+    for name, value in reply.extras.items():
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+            found = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+            return Rejection(participant, R_EXTRAS, f"extra {name!r} must be a numeric array, got {found}")
+        total += int(value.nbytes)
+        if total > expected.max_bytes:
+            return Rejection(
+                participant, R_EXTRAS, f"extras take more than the {expected.max_bytes} bytes a reply may take"
+            )
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = int(np.count_nonzero(~np.isfinite(value)))
+            return Rejection(participant, R_EXTRAS, f"extra {name!r} has {bad} NaN or infinite values")
     return None
 
 
