@@ -108,6 +108,11 @@ class Server:
         if self.settings.regrow_init == "zero":
             self.state = {k: (v * value[k] if k in value else v) for k, v in self.state.items()}
 
+    def restore_masks(self, masks: dict[str, torch.Tensor], mask_version: int) -> None:
+        """Put back masks and their version as they were, without the setter's bump or zeroing (a rollback)."""
+        self._masks = masks
+        self.mask_version = mask_version
+
     def state_dict(self) -> dict[str, Any]:
         """The server's state across rounds: ``state/<k>`` and ``masks/<k>`` tensors (copies), ``mask-version``.
 
