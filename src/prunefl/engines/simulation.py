@@ -19,6 +19,7 @@ from torch import nn
 
 from prunefl.data.dataset import ArrayDataset
 from prunefl import metrics as K
+from prunefl.errors import TooFewRepliesError
 from prunefl.faults import fault_point
 from prunefl.fl.batches import BatchStream
 from prunefl.fl.client import ClientState, choose_sparse_layers, load_model_state_
@@ -126,11 +127,19 @@ class SimulationEngine:
         s = self.setup
         settings = s.server.settings
         participants = select_clients(settings.num_clients, settings.clients_per_round, settings.seed, r)
-        plan = self.protocol.configure_train(r, participants)
-        sparse = self.sparse_layers(plan.ins.importance_mode != "off")
-        replies = self.deliver(plan, sparse)
-        fault_point("kill-inside-round", r)  # test hook (prunefl.faults): clients trained, nothing aggregated
-        result = self.protocol.aggregate_train(plan, replies)
+        for attempt in range(settings.round_retries + 1):  # fl.round_retries: try a round without enough replies again
+            plan = self.protocol.configure_train(r, participants)
+            sparse = self.sparse_layers(plan.ins.importance_mode != "off")
+            replies = self.deliver(plan, sparse)
+            fault_point("kill-inside-round", r)  # test hook (prunefl.faults): clients trained, nothing aggregated
+            try:
+                result = self.protocol.aggregate_train(plan, replies)
+                break
+            except TooFewRepliesError as error:  # nothing changed on the server
+                if attempt == settings.round_retries:
+                    raise
+                logger.warning("round %d, try %d of %d: %s; trying again", r, attempt + 1,
+                               settings.round_retries + 1, error)
         local_steps = plan.ins.local_steps
         charges = [
             charge_client(s.devices[cid], plan.kept, local_steps, down, up, wall_s, s.clock, s.comm)
@@ -139,6 +148,7 @@ class SimulationEngine:
         round_sim_s = max(c.total_s for c in charges)  # the slowest selected client sets the round
         self.sim_clock_s += round_sim_s
         row = result.row
+        row[K.K_RETRIES] = attempt
         row[K.K_SPARSE_LAYERS] = sorted(sparse)
         row[K.K_ROUND_SIM_S] = round_sim_s
         row[K.K_CLIENT_SIM_S] = [c.total_s for c in charges]

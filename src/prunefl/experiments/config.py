@@ -208,6 +208,10 @@ class FLConfig:
     trim_fraction : float
         Fraction in [0, 0.5) of the clients dropped at each end of every coordinate by ``"trimmed-mean"``
         (default: 0.1).
+    round_retries : int
+        Times a round with fewer than ``min_valid_replies`` valid replies is tried again (instruction sent anew,
+        participants train again on their next batches) before the run stops, in [0, 100]; for deployments whose
+        nodes drop out now and then (default: 0: stop at once).
     """
 
     rounds: int = 150
@@ -229,6 +233,7 @@ class FLConfig:
     max_update_norm_ratio: float = 1e6  # a diverging honest run reaches 2.2e4 (docstring)
     aggregation: Literal["mean", "median", "trimmed-mean"] = "mean"
     trim_fraction: float = 0.1
+    round_retries: int = 0
 
     def __post_init__(self) -> None:
         _check(1 <= self.rounds <= 10**6, "fl.rounds", self.rounds, "must be in [1, 10^6]")
@@ -249,6 +254,7 @@ class FLConfig:
             "fl.max_update_norm_ratio", self.max_update_norm_ratio, "must be a finite number >= 0 (0: no bound)",
         )
         _check(0 <= self.trim_fraction < 0.5, "fl.trim_fraction", self.trim_fraction, "must be in [0, 0.5)")
+        _check(0 <= self.round_retries <= 100, "fl.round_retries", self.round_retries, "must be in [0, 100]")
 
 
 @dataclass(frozen=True)

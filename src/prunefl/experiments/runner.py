@@ -180,6 +180,7 @@ def build_simulation(
         seed=seed,
         aggregation=f.aggregation,
         trim_fraction=f.trim_fraction,
+        round_retries=f.round_retries,
         min_valid_replies=f.min_valid_replies,
         max_update_norm_ratio=f.max_update_norm_ratio,
     )
