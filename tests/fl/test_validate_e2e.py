@@ -107,3 +107,14 @@ def test_a_round_without_replies_is_tried_again_by_option_and_stops_the_run_with
     # without retries the same fault stops the run at round 1
     with pytest.raises(TooFewRepliesError, match="round 1: 0 valid replies of 3 participants"):
         _run(_FlakyEngine, "method=fedavg", "rounds=3")
+
+
+def test_robust_aggregation_is_refused_for_methods_whose_clients_own_masks() -> None:
+    # Prepare
+    from prunefl.errors import ConfigError
+    from prunefl.experiments.runner import build_simulation, load_run_dataset
+
+    config = load_config(None, [*_OVERRIDES, "method=feddst", "reference.density=0.5", "aggregation=median"])
+    # Execute / Assert: refused while the run is assembled, before anything is written
+    with pytest.raises(ConfigError, match="fl.aggregation 'median' is not supported by method 'feddst'"):
+        build_simulation(config, load_run_dataset(config))

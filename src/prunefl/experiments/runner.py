@@ -184,6 +184,11 @@ def build_simulation(
         min_valid_replies=f.min_valid_replies,
         max_update_norm_ratio=f.max_update_norm_ratio,
     )
+    if method.clients_change_masks and f.aggregation != "mean":  # checked again by the round protocol
+        raise ConfigError(
+            f"fl.aggregation {f.aggregation!r} is not supported by method {config.pruning.method!r}, whose clients "
+            "change their own masks; use fl.aggregation = \"mean\""
+        )
     server = Server(state, {k: v.detach().clone() for k, v in masks.items()}, settings)
     eval_indices = None
     if 0 < d.eval_subset < dataset.n_test:
