@@ -200,7 +200,9 @@ def test_honest_codec_replies_fit_the_size_bound_even_with_masks_and_importance(
         ({"x": np.array([0.0, np.inf], np.float32)}, False),
         ({"x": np.array(["a", "b"])}, False),  # not numeric
         ({"x": [1.0, 2.0]}, False),  # not an array
-        ({"x": np.zeros(10**4, np.float64)}, False),  # 80 kB, above the 3 kB any reply to _ins may take
+        ({"x": np.zeros(10**5, np.float64)}, True),  # 800 kB: above the 3 kB bound of the codec reply, but extras
+        # may always take 64 MiB (samples need not scale with the model)
+        ({"x": np.zeros(2**23 + 1, np.float64)}, False),  # 64 MiB + 8 bytes
     ],
 )
 def test_extras_checks(extras: dict | None, ok: bool) -> None:

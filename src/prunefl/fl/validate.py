@@ -14,7 +14,8 @@ reason                 rejected when
 ``oversize``           the reply has more bytes than any honest reply to the instruction sent can have
                        (:func:`max_reply_bytes`); checked before it is decoded
 ``extras``             the arrays a method's client hook uploads beside the weights (:attr:`TrainReply.extras`)
-                       are not numeric arrays, hold NaN or ±inf, or take more bytes than the bound above
+                       are not numeric arrays, hold NaN or ±inf, or take more bytes than the bound above or
+                       64 MiB, whichever is larger (the online baseline's samples need not scale with the model)
 ``decode``             the codec rejects the bytes (malformed, corrupt, over a limit)
 ``client-id``          the reply claims another client id, or a negative one
 ``missing-layer``      a state entry the server sent is absent
@@ -91,6 +92,7 @@ __all__ = [
     "R_INF",
     "R_IMPORTANCE",
     "R_UPDATE_NORM",
+    "MAX_EXTRAS_BYTES",
     "MAX_IMPORTANCE",
     "Rejection",
     "ReplyExpectation",
@@ -136,6 +138,7 @@ REASONS = (
     R_SHAPE, R_DTYPE, R_MASK, R_SAMPLE_COUNT, R_BN_STATS, R_NAN, R_INF, R_IMPORTANCE, R_UPDATE_NORM,
 )
 
+MAX_EXTRAS_BYTES = 64 * 1024**2  # extras may always take this much, whatever the model's size
 MAX_IMPORTANCE = 1e30  # per value; float32 holds 3.4e38, and the server sums uploads over clients and rounds
 
 # Table bytes of one entry besides its name (fixed fields, up to 32 dims of 8 bytes, an importance entry),
@@ -291,7 +294,7 @@ def check_envelope(participant: int, reply: TrainReply, expected: ReplyExpectati
 
 
 def check_extras(participant: int, reply: TrainReply, expected: ReplyExpectation) -> Rejection | None:
-    """The extra arrays a reply uploads must be numeric, finite, and within :func:`max_reply_bytes` together.
+    """The extra arrays a reply uploads must be numeric, finite, and within max(:func:`max_reply_bytes`, 64 MiB).
 
     Which arrays a method expects is the method's business (the online baseline's samples and labels); this
     only keeps them from being of any type, non-finite, or large enough to exhaust the server's memory.
@@ -305,16 +308,14 @@ def check_extras(participant: int, reply: TrainReply, expected: ReplyExpectation
     """
     if reply.extras is None:
         return None
-    total = 0
+    total, limit = 0, max(expected.max_bytes, MAX_EXTRAS_BYTES)
     for name, value in reply.extras.items():
         if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
             found = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
             return Rejection(participant, R_EXTRAS, f"extra {name!r} must be a numeric array, got {found}")
         total += int(value.nbytes)
-        if total > expected.max_bytes:
-            return Rejection(
-                participant, R_EXTRAS, f"extras take more than the {expected.max_bytes} bytes a reply may take"
-            )
+        if total > limit:
+            return Rejection(participant, R_EXTRAS, f"extras take more than the {limit} bytes a reply may add")
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             bad = int(np.count_nonzero(~np.isfinite(value)))
             return Rejection(participant, R_EXTRAS, f"extra {name!r} has {bad} NaN or infinite values")
