@@ -104,10 +104,21 @@ class SimulationEngine:
     ) -> None:
         """Run rounds ``start_round`` … ``rounds − 1``, calling ``on_round(row)`` after each with its metrics row.
 
-        ``on_checkpoint(done)`` is called between rounds, with the number of rounds done, after every
-        ``checkpoint_every``-th round (0: never) and once after the last round; the engine is then in a state a
-        checkpoint can hold (:mod:`prunefl.experiments.state`). A run resumed from a checkpoint of ``done``
-        rounds passes ``start_round=done`` (default: 0, None, 0).
+        Parameters
+        ----------
+        on_round : callable
+            Called with each finished round's metrics row.
+        start_wall : float or None
+            ``time.perf_counter()`` at the run's start, from which rows' ``wall-s`` count (default: None: now).
+        start_round : int
+            The first round to run: a run resumed from a checkpoint of ``done`` rounds passes ``done``
+            (default: 0).
+        checkpoint_every : int
+            Call ``on_checkpoint`` after every this many rounds; 0: only after the last (default: 0).
+        on_checkpoint : callable or None
+            ``on_checkpoint(done)``, called between rounds with the number of rounds done, and once after the
+            last round; the engine is then in a state a checkpoint can hold (:mod:`prunefl.experiments.state`)
+            (default: None).
         """
         s = self.setup
         start_wall = time.perf_counter() if start_wall is None else start_wall

@@ -330,7 +330,8 @@ def run_experiment(
     start_wall = time.perf_counter()
     dataset = load_run_dataset(config) if dataset is None else dataset
     method = build_run_method(config, reference)
-    setup = build_simulation(config, dataset, method, model_fn, break_even=None if resume is None else resume.break_even)
+    break_even = None if resume is None else resume.break_even  # a resumed run keeps its kernel choices
+    setup = build_simulation(config, dataset, method, model_fn, break_even=break_even)
     initial_state = {k: v.clone() for k, v in setup.server.state.items()}
     logger.info(
         "run %s: method=%s dataset=%s model=%s clients=%d/%d rounds=%d K=%d B=%d lr=%g seed=%d%s",

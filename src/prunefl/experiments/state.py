@@ -320,7 +320,9 @@ def check_resume_config(saved: RunConfig, new: RunConfig, done: int = 0) -> None
             f"cannot resume: {listed}; these shape the run. Only {', '.join(sorted(RESUME_FREE_KEYS))} may change"
         )
     if new.fl.rounds < done:
-        raise ConfigError(f"cannot resume: fl.rounds={new.fl.rounds} is below the {done} rounds the checkpoint has done")
+        raise ConfigError(
+            f"cannot resume: fl.rounds={new.fl.rounds} is below the {done} rounds the checkpoint has done"
+        )
     if new.fl.rounds != saved.fl.rounds:
         logger.warning("resuming with fl.rounds=%d (was %d): schedules that depend on the total rounds follow the "
                        "new total from round %d on", new.fl.rounds, saved.fl.rounds, done)
