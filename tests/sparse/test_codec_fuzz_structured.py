@@ -7,7 +7,8 @@ the independent parser below, mutated *there*, and serialised again with every c
 the mutation reaches the decoder's structure and size checks instead of stopping at a CRC:
 
 * lying table fields: entry and importance counts, dtype codes, ndim and dims, mask codes, Rice k, kept counts,
-  section codecs, stored and raw lengths, top-k flags and counts, the table's own lengths and codec;
+  section codecs, stored and raw lengths, top-k flags and counts, the table's own lengths, kind and version;
+  and odd scalars (negative counts, NaN or infinite floats, flags above 1);
 * expanding sections: a real zstd frame of a large zero buffer put where a small section was, declaring its
   true size, or (header rewritten) declaring the small size it replaces with a 1 KiB window;
 * reordered, duplicated and missing sections and entries;
@@ -481,6 +482,28 @@ def lie_header(r: random.Random, msg: Message) -> None:
     msg.lies[name] = _near(r, current, WIDTH[name])
 
 
+SCALAR_FIELDS = {1: ((0, "q"), (8, "d"), (16, "q"), (24, "q"), (32, "B"), (33, "B")),  # round lr steps batch mode up
+                 2: ((0, "q"), (8, "q"), (16, "d"), (24, "d"), (32, "B"))}  # client examples loss wall has_imp
+ODD_FLOATS = [float("nan"), float("inf"), -float("inf"), -1.0, 0.0, 1e308, -0.0, 5e-324]
+
+
+def lie_scalar(r: random.Random, msg: Message) -> None:
+    """A kind scalar (round, lr, sample count, loss, flags...) set to a boundary or odd value."""
+    fields = SCALAR_FIELDS.get(msg.head["kind"], ())
+    if not fields:
+        return
+    offset, fmt = r.choice(fields)
+    if fmt == "d":
+        value: object = r.choice(ODD_FLOATS)
+    elif fmt == "q":
+        value = r.choice([-1, -(2**63), 2**63 - 1, 0, 1, 2**31])
+    else:
+        value = r.choice([0, 1, 2, 3, 255])
+    scalars = bytearray(msg.scalars)
+    struct.pack_into("<" + fmt, scalars, offset, value)
+    msg.scalars = bytes(scalars)
+
+
 def lie_entry(r: random.Random, msg: Message) -> None:
     """A state entry's dtype, ndim, dims, mask code, Rice k, kept count, codec or section length lies."""
     e = r.choice(msg.entries)
@@ -606,7 +629,7 @@ def truncate(r: random.Random, msg: Message) -> None:
     msg.cut = r.randint(0, max(full - 1, 0))
 
 
-OPS = [lie_header, lie_entry, lie_entry, lie_entry, lie_importance, lie_importance, shift_boundary,
+OPS = [lie_header, lie_scalar, lie_entry, lie_entry, lie_entry, lie_importance, lie_importance, shift_boundary,
        expand_section, expand_section, reorder_sections, swap_section_bytes, duplicate_entry, drop_entry, truncate]
 
 
