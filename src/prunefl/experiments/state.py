@@ -152,7 +152,11 @@ def collect_run_state(
     )
     method_values = _split(s.method.state_dict(), _METHOD, tensors)
     held = engine.holds_client_states  # a Flower node keeps its own client's state
-    clients = [_split(c.state_dict(), f"{_CLIENT}{i}/", tensors) for i, c in enumerate(engine.clients)] if held else []
+    masks = {k[len("masks/"):]: v for k, v in server.items() if k.startswith("masks/")}
+    clients = [
+        _split(_without_server_masks(c.state_dict(), masks), f"{_CLIENT}{i}/", tensors)
+        for i, c in enumerate(engine.clients)
+    ] if held else []
     tensors[_RNG] = torch.get_rng_state()
     doc = checkpoint_doc(config, done)
     doc[RUN_STATE_KEY] = {
@@ -228,7 +232,9 @@ def load_run_state(run_dir: str | Path) -> RunState:
     clients_json = rs.get("clients")
     if not isinstance(clients_json, list) or not all(isinstance(c, dict) for c in clients_json):
         raise CheckpointError(f"{where}: run-state clients must be a list of tables, got {type(clients_json).__name__}")
-    clients = [_join(values, f"{_CLIENT}{i}/", tensors) for i, values in enumerate(clients_json)]
+    masks = {k[len("masks/"):]: v for k, v in server.items() if k.startswith("masks/")}
+    clients = [_with_server_masks(_join(values, f"{_CLIENT}{i}/", tensors), masks, where)
+               for i, values in enumerate(clients_json)]
     method_json, link, summary = (_table(rs, key, where) for key in ("method", "server-link", "before-fl-summary"))
     clock, wall = rs.get("sim-clock-s"), rs.get("wall-s")
     for key, value in (("sim-clock-s", clock), ("wall-s", wall)):
@@ -369,6 +375,30 @@ def _table(doc: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise CheckpointError(f"{where}: run-state {key} must be a table, got {value!r}")
     return value
+
+
+_FROM_SERVER = "link/masks-are-the-server's"
+
+
+def _without_server_masks(client: dict[str, Any], masks: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """``client`` without its cached masks where they equal the server's (the usual case): saves a model's worth
+    of bools per client; :func:`_with_server_masks` puts them back."""
+    names = client.get("link/mask-names")
+    if not isinstance(names, list) or sorted(names) != sorted(masks) or not all(torch.equal(client[f"link/masks/{n}"], masks[n]) for n in names):
+        return client
+    out = {k: v for k, v in client.items() if not k.startswith("link/masks/")}
+    out[_FROM_SERVER] = True
+    return out
+
+
+def _with_server_masks(client: dict[str, Any], masks: Mapping[str, torch.Tensor], where: str) -> dict[str, Any]:
+    if not client.pop(_FROM_SERVER, False):
+        return client
+    names = client.get("link/mask-names")
+    if not isinstance(names, list) or sorted(names) != sorted(masks):
+        raise CheckpointError(f"{where}: a client's cached masks {names!r} are not the server's {list(masks)}")
+    client.update({f"link/masks/{n}": masks[n].clone() for n in names})
+    return client
 
 
 def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
