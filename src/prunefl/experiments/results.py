@@ -60,6 +60,7 @@ CHECKPOINT_META = "checkpoint.json"
 CHECKPOINT_FORMAT = "prunefl-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: the JSON names the tensors' SHA-256 and may hold a run state; 1 is read too
 TMP_SUFFIX = ".tmp"
+MAX_CHECKPOINT_JSON_BYTES = 256 * 2**20  # a run state's JSON is a few KB per client; the tensors are elsewhere
 
 
 def new_run_dir(out: str | Path | None, name: str, root: str | Path = "runs") -> Path:
@@ -472,9 +473,13 @@ def read_checkpoint_files(run_dir: str | Path, finish: bool = False) -> tuple[di
 def _read_doc(path: Path, digest: str, size: int) -> tuple[dict[str, Any] | None, str | None]:
     """The checkpoint document at ``path`` if it is one and matches the tensors' digest, else why not."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return None, f"cannot read the checkpoint {str(path)!r}: {exc}"
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CHECKPOINT_JSON_BYTES + 1)  # never more, whatever the file is
+        if len(raw) > MAX_CHECKPOINT_JSON_BYTES:
+            return None, f"{str(path)!r} is larger than {MAX_CHECKPOINT_JSON_BYTES} bytes: not a checkpoint document"
+        doc = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested past the stack
+        return None, f"cannot read the checkpoint {str(path)!r}: {type(exc).__name__}: {exc}"
     if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT or doc.get("version") not in (1, 2):
         return None, f"{str(path)!r} is not a prunefl checkpoint (format {CHECKPOINT_FORMAT!r}, version 1 or 2)"
     if not isinstance(doc.get("round"), int) or not isinstance(doc.get("config"), str):
@@ -499,10 +504,14 @@ def checkpoint_config(doc: Mapping[str, Any], where: str) -> RunConfig:
     """
     import tomllib
 
+    from prunefl.experiments.config import _check_toml_text  # the config loader's nesting and size bounds
+
     try:
-        return config_from_dict(tomllib.loads(str(doc["config"])))
-    except (tomllib.TOMLDecodeError, ConfigError) as exc:
-        raise CheckpointError(f"{where}: the config it holds is not valid: {exc}") from exc
+        text = str(doc["config"])
+        _check_toml_text(text, where)
+        return config_from_dict(tomllib.loads(text))
+    except (tomllib.TOMLDecodeError, ConfigError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{where}: the config it holds is not valid: {type(exc).__name__}: {exc}") from exc
 
 
 def save_checkpoint(
