@@ -37,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prunefl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("prunefl: interrupted; finished rounds are in metrics.jsonl", file=sys.stderr)
+        print("prunefl: interrupted; finished rounds are in metrics.jsonl; `prunefl run --resume RUN_DIR` continues "
+              "from the last checkpoint", file=sys.stderr)
         return 130
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "K_REJECTED",
     "K_REJECTED_CLIENTS",
     "K_MISSING",
+    "K_RETRIES",
     "K_METHOD",
     "K_ROUNDS",
     "K_FINAL_ACCURACY",
@@ -110,6 +111,7 @@ K_RECONFIG = "reconfig"  # null, or a dict describing the reconfiguration done t
 K_REJECTED = "rejected"  # dict[str, int], replies dropped this round per reason (prunefl.fl.validate); {} if none
 K_REJECTED_CLIENTS = "rejected-clients"  # list of [participant, reason], in arrival order
 K_MISSING = "missing"  # list[int], selected participants that did not reply (a Flower node that dropped out)
+K_RETRIES = "retries"  # int, tries of this round that had too few valid replies before this one (fl.round_retries)
 
 # --- summary.json ---
 K_METHOD = "method"

@@ -43,13 +43,13 @@ def _file_size_limit(limit: int) -> None:  # runs in the child process before it
 @pytest.mark.slow
 def test_disk_full_at_a_checkpoint_keeps_the_previous_one_which_resumes(tmp_path: Path) -> None:
     # Prepare: the checkpoint before round 0 holds no importance (~82 KB); the one after 2 rounds of
-    # prunefl-no-ip holds every client's (~180 KB): a 120 KB limit lets the first through and fails the second
+    # prunefl-no-ip holds every client's (~140 KB): a 110 KB limit lets the first through and fails the second
     sets = ["method=prunefl-no-ip"]
     config = write_config(tmp_path)
     whole, full = tmp_path / "whole", tmp_path / "full"
     assert main(run_args(config, whole, sets)) == 0
     # Execute
-    failed = prunefl(run_args(config, full, sets), preexec=lambda: _file_size_limit(120_000))
+    failed = prunefl(run_args(config, full, sets), preexec=lambda: _file_size_limit(110_000))
     # Assert: a clear message naming the file, exit 2, no traceback, no temporary files
     assert failed.returncode == 2, failed.stderr
     assert "cannot write the checkpoint" in failed.stderr and str(full / "checkpoint.safetensors") in failed.stderr

@@ -35,6 +35,12 @@ CASES = {
     "momentum-checkpoint-written": (["fl.momentum=0.5"], "kill-checkpoint-written=2", "temporaries"),
     "iterative-inside-round": (["method=iterative", "reference.density=0.5", "iterative.prunes=2"],
                                "kill-inside-round=3", "plain"),
+    "online-between-rounds": (["method=online"], "kill-after-round=3", "plain"),
+    # while the final checkpoint (the 5th: after 0, 2, 4, 6 and 8 rounds) is written: the resume runs no round,
+    # it finishes the checkpoint and writes the summary
+    "fedavg-final-checkpoint-half": ([], "kill-checkpoint-half=5", "torn"),
+    # the 2nd checkpoint (after 2 rounds) comes after SNIP's one decision (round 0)
+    "snip-checkpoint-half": (["method=snip", "reference.density=0.3"], "kill-checkpoint-half=2", "torn"),
 }
 
 

@@ -22,7 +22,7 @@ from prunefl.fl.messages import TrainRes
 from prunefl.fl.round import ClientWorkspace, RoundPlan, RoundProtocol, client_round
 from prunefl.fl.server import Server, ServerSettings
 from prunefl.fl.validate import max_reply_bytes
-from prunefl.pruning.methods.base import Method
+from prunefl.pruning.methods.base import AggregateView, Decision, Method
 from prunefl.seeds import BATCH_STREAM, rng
 from prunefl.sparse.codec import decode_train_res, encode_train_res
 from prunefl.sparse.masks import attach_masks
@@ -150,6 +150,8 @@ def _bad_reply(case: str, plan: RoundPlan, replies: dict[int, TrainReply]) -> tu
         return 2, _tampered(r2, plan, changes[case])
     if case == "oversize":  # the honest bytes and more padding than any reply to these masks can hold
         return 2, TrainReply(r2.data + bytes(max_reply_bytes(plan.ins)), round=plan.round)
+    if case == "extras":  # the honest bytes, and a NaN sample beside them
+        return 2, TrainReply(r2.data, {"online-samples": np.array([[0.5, np.nan]], np.float32)}, round=plan.round)
     if case == "other-round":
         return 2, TrainReply(r2.data, round=plan.round + 1)
     if case == "truncated":
@@ -180,6 +182,7 @@ CASES = [  # (case, reason)
     ("importance-nan", "importance"),
     ("importance-absurd", "importance"),
     ("oversize", "oversize"),
+    ("extras", "extras"),
     ("other-round", "other-round"),
     ("truncated", "decode"),
     ("duplicate", "duplicate"),
@@ -311,3 +314,24 @@ def test_a_participant_without_data_may_not_report_samples() -> None:
     result = protocol.aggregate_train(plan, replies)
     # Assert
     assert result.clients == [0, 1] and result.row["rejected"] == {"sample-count": 1}
+
+
+class _FailingHook(_UploadEveryRound):
+    """A method whose after-aggregate hook fails (a bug, or input that validation did not foresee)."""
+
+    def after_aggregate(self, view: AggregateView) -> Decision | None:
+        raise RuntimeError("hook failed")
+
+
+def test_a_failing_method_hook_rolls_the_server_back() -> None:
+    # Prepare: valid replies; the aggregate is swapped in, then the method's hook raises
+    plan, replies = _honest_replies(_UploadEveryRound())
+    protocol, _ = _world(_FailingHook())
+    plan = protocol.configure_train(0, [0, 1, 2])
+    before = _snapshot(protocol)
+    # Execute
+    with pytest.raises(RuntimeError, match="hook failed"):
+        protocol.aggregate_train(plan, replies)
+    # Assert: the global model is the one before the round, bit for bit
+    assert _same(protocol.server.state, before["state"]) and _same(protocol.server.masks, before["masks"])
+    assert protocol.server.mask_version == 0

@@ -22,6 +22,7 @@ from prunefl.fl.validate import (
     REASONS,
     check_bn_stats,
     check_envelope,
+    check_extras,
     check_finite,
     check_importance,
     check_masks,
@@ -189,6 +190,28 @@ def test_honest_codec_replies_fit_the_size_bound_even_with_masks_and_importance(
     data = client.encode_res(res)
     # Assert
     assert len(data) <= max_reply_bytes(ins)
+
+
+@pytest.mark.parametrize(
+    ("extras", "ok"),
+    [
+        (None, True),
+        ({"x": np.zeros((2, 3), np.float32), "y": np.array([1, 2])}, True),  # samples and labels, as online sends
+        ({"x": np.array([0.0, np.inf], np.float32)}, False),
+        ({"x": np.array(["a", "b"])}, False),  # not numeric
+        ({"x": [1.0, 2.0]}, False),  # not an array
+        ({"x": np.zeros(10**5, np.float64)}, True),  # 800 kB: above the 3 kB bound of the codec reply, but extras
+        # may always take 64 MiB (samples need not scale with the model)
+        ({"x": np.zeros(2**23 + 1, np.float64)}, False),  # 64 MiB + 8 bytes
+    ],
+)
+def test_extras_checks(extras: dict | None, ok: bool) -> None:
+    # Prepare
+    expected = expect_replies(_ins(), own_masks=False, max_update_norm_ratio=100.0)
+    # Execute
+    found = check_extras(0, TrainReply(b"", extras), expected)  # type: ignore[arg-type]
+    # Assert
+    assert (found is None) == ok and (found is None or found.reason == "extras")
 
 
 @pytest.mark.parametrize(

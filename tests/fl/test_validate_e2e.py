@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from prunefl.engines.simulation import SimulationEngine
+from prunefl.errors import TooFewRepliesError
 from prunefl.experiments.config import load_config
 from prunefl.fl.links import TrainReply
 from prunefl.fl.round import RoundPlan
@@ -80,3 +81,40 @@ def test_median_aggregation_learns_on_digits() -> None:
     # Assert: nothing rejected, the model learns
     assert all(r["rejected"] == {} for r in rows)
     assert math.isfinite(rows[-1]["train-loss"]) and rows[-1]["test-accuracy"] > 0.3
+
+
+class _FlakyEngine(SimulationEngine):
+    """Every reply of round 1's first try is lost (all nodes dropped out for a moment)."""
+
+    tries = 0
+
+    def deliver(self, plan: RoundPlan, sparse_layers: set[str]) -> dict[int, TrainReply]:
+        replies = super().deliver(plan, sparse_layers)
+        if plan.round == 1:
+            self.tries += 1
+            if self.tries == 1:
+                return {}
+        return replies
+
+
+@pytest.mark.slow
+def test_a_round_without_replies_is_tried_again_by_option_and_stops_the_run_without() -> None:
+    # Prepare / Execute: 3 FedAvg rounds, round 1's first try gets no reply
+    engine, rows = _run(_FlakyEngine, "method=fedavg", "rounds=3", "round_retries=1")
+    # Assert: round 1 was applied on its second try, and says so
+    assert [r["retries"] for r in rows] == [0, 1, 0]
+    assert [r["clients"] for r in rows] == [[0, 1, 2]] * 3
+    # without retries the same fault stops the run at round 1
+    with pytest.raises(TooFewRepliesError, match="round 1: 0 valid replies of 3 participants"):
+        _run(_FlakyEngine, "method=fedavg", "rounds=3")
+
+
+def test_robust_aggregation_is_refused_for_methods_whose_clients_own_masks() -> None:
+    # Prepare
+    from prunefl.errors import ConfigError
+    from prunefl.experiments.runner import build_simulation, load_run_dataset
+
+    config = load_config(None, [*_OVERRIDES, "method=feddst", "reference.density=0.5", "aggregation=median"])
+    # Execute / Assert: refused while the run is assembled, before anything is written
+    with pytest.raises(ConfigError, match="fl.aggregation 'median' is not supported by method 'feddst'"):
+        build_simulation(config, load_run_dataset(config))

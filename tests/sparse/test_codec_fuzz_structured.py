@@ -7,7 +7,8 @@ the independent parser below, mutated *there*, and serialised again with every c
 the mutation reaches the decoder's structure and size checks instead of stopping at a CRC:
 
 * lying table fields: entry and importance counts, dtype codes, ndim and dims, mask codes, Rice k, kept counts,
-  section codecs, stored and raw lengths, top-k flags and counts, the table's own lengths and codec;
+  section codecs, stored and raw lengths, top-k flags and counts, the table's own lengths, kind and version;
+  and odd scalars (negative counts, NaN or infinite floats, flags above 1);
 * expanding sections: a real zstd frame of a large zero buffer put where a small section was, declaring its
   true size, or (header rewritten) declaring the small size it replaces with a 1 KiB window;
 * reordered, duplicated and missing sections and entries;
@@ -26,8 +27,9 @@ Assertions, for every case:
   numpy array and Python object the decoder makes (numpy reports its data buffers to it); it does not see
   libzstd's own context (window at most max(section raw size, 1 KiB), checked before decompression, plus
   block buffers) or torch allocations: the decoder makes no torch tensors, and a tensor built later with
-  ``torch.from_numpy`` shares the numpy buffer (checked below). `test_structured_sample_under_rlimit_as` runs a
-  sample in a child process under an address-space cap to cover what tracemalloc does not see.
+  ``torch.from_numpy`` shares the numpy buffer (checked below). `test_structured_sample_under_rlimit_as` runs
+  1,000 mutations in a child process under an address-space cap (size after setup + 4 D + 32 MiB, with
+  sections expanding to 512 MiB) to cover what tracemalloc does not see.
 
 Each slow target runs >= 10,000 hypothesis cases (derandomized); the quick variants run 300.
 """
@@ -480,6 +482,28 @@ def lie_header(r: random.Random, msg: Message) -> None:
     msg.lies[name] = _near(r, current, WIDTH[name])
 
 
+SCALAR_FIELDS = {1: ((0, "q"), (8, "d"), (16, "q"), (24, "q"), (32, "B"), (33, "B")),  # round lr steps batch mode up
+                 2: ((0, "q"), (8, "q"), (16, "d"), (24, "d"), (32, "B"))}  # client examples loss wall has_imp
+ODD_FLOATS = [float("nan"), float("inf"), -float("inf"), -1.0, 0.0, 1e308, -0.0, 5e-324]
+
+
+def lie_scalar(r: random.Random, msg: Message) -> None:
+    """A kind scalar (round, lr, sample count, loss, flags...) set to a boundary or odd value."""
+    fields = SCALAR_FIELDS.get(msg.head["kind"], ())
+    if not fields:
+        return
+    offset, fmt = r.choice(fields)
+    if fmt == "d":
+        value: object = r.choice(ODD_FLOATS)
+    elif fmt == "q":
+        value = r.choice([-1, -(2**63), 2**63 - 1, 0, 1, 2**31])
+    else:
+        value = r.choice([0, 1, 2, 3, 255])
+    scalars = bytearray(msg.scalars)
+    struct.pack_into("<" + fmt, scalars, offset, value)
+    msg.scalars = bytes(scalars)
+
+
 def lie_entry(r: random.Random, msg: Message) -> None:
     """A state entry's dtype, ndim, dims, mask code, Rice k, kept count, codec or section length lies."""
     e = r.choice(msg.entries)
@@ -605,7 +629,7 @@ def truncate(r: random.Random, msg: Message) -> None:
     msg.cut = r.randint(0, max(full - 1, 0))
 
 
-OPS = [lie_header, lie_entry, lie_entry, lie_entry, lie_importance, lie_importance, shift_boundary,
+OPS = [lie_header, lie_scalar, lie_entry, lie_entry, lie_entry, lie_importance, lie_importance, shift_boundary,
        expand_section, expand_section, reorder_sections, swap_section_bytes, duplicate_entry, drop_entry, truncate]
 
 
@@ -709,6 +733,163 @@ def test_a_section_expanding_past_its_declared_size_is_rejected_within_the_bound
     assert case.bound < _ZEROS
     with pytest.raises(DecodeError, match="zstd"):
         case.strict.decode_res(0, serialise(msg))
+
+
+def _rice_all_zero_gaps(m: int, k: int) -> bytes:
+    """A Rice section of m codes, every gap 0 (remainders 0, unary all ones): positions 0..m-1."""
+    return bytes((m * k + 7) // 8) + np.packbits(np.ones(m, np.uint8), bitorder="little").tobytes()
+
+
+def _one_layer_worst_cases() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[tuple[str, bytes]]]:
+    """A 2**18-weight layer (1 MiB, so 4 D dominates the bound) at density 0.3: valid replies in every
+    encoding, and hostile ones whose Rice sections code half the layer (the most the decoder accepts)."""
+    n = 1 << 18
+    rng = np.random.default_rng(5)
+    mask = rng.random(n) < 0.3
+    state = {"w": (rng.standard_normal(n) * mask).astype(np.float32), "b": np.zeros(4, np.float32)}
+    importance = {"w": rng.random(n).astype(np.float32), "b": np.ones(4, np.float32)}
+    res = TrainRes(0, 1, state, 0.0, 0.0, importance)
+    masks = {"w": mask}
+    out = [(f"{kw}", encode_train_res(res, masks, **kw)) for kw in (
+        {"level": None}, {"level": 3}, {"level": 3, "include_masks": True}, {"level": None, "include_masks": True},
+        {"level": 3, "importance_top_fraction": 0.35}, {"level": None, "importance_top_fraction": 0.5},
+        {"level": 3, "importance_dtype": "float16", "values_dtype": "float16"},
+    )]
+    k = n.bit_length()
+    hostile = parse(encode_train_res(res, masks, level=None, include_masks=True, importance_top_fraction=0.5))
+    w = hostile.entries[0]
+    w.mask = _rice_all_zero_gaps(n // 2, k)
+    w.values = np.ones(n // 2, np.float32).tobytes()
+    w.tail.update(mask_code=4, rice_k=k, n_kept=n // 2, mask_codec=0, mask_stored=len(w.mask), mask_raw=len(w.mask),
+                  values_codec=0, values_stored=len(w.values))
+    imp = next(i for i in hostile.importance if i.head["field"] & ~TOP_K_FLAG == 0)
+    imp.positions = _rice_all_zero_gaps(n // 2, k)
+    imp.values = np.ones(n // 2, np.float32).tobytes()
+    imp.topk.update(position_code=4, rice_k=k, n_top=n // 2, positions_codec=0, positions_stored=len(imp.positions),
+                    positions_raw=len(imp.positions))
+    imp.head.update(values_codec=0, values_stored=len(imp.values))
+    out.append(("hostile: Rice mask and top-k positions coding half the layer", serialise(hostile)))
+    return state, masks, out
+
+
+def test_worst_case_replies_of_a_one_layer_model_decode_within_4_dense_sizes() -> None:
+    # Prepare: one layer holds the whole model, so nothing is spread over several entries; the links decode
+    state, masks, messages = _one_layer_worst_cases()
+    dense = sum(int(v.nbytes) for v in state.values())
+    ins = TrainIns(0, state, masks, 0.1, 1, 1)
+    links = [ServerLink(own_masks=False), ServerLink(own_masks=True)]
+    for link in links:
+        link.encode_ins(ins, [0], mask_version=0)
+    tally = Tally()
+    for label, data in messages:
+        for link in links:
+            # Execute
+            _traced(lambda d: link.decode_res(0, d), data, 4 * dense + SLACK_BYTES, tally)
+    # Assert: every decode stayed within the bound (checked in _traced), valid ones were accepted, and the
+    # bound is not loose: the largest peak is over 3 dense sizes (state, importance and a section in flight)
+    assert tally.decodes == 2 * len(messages)
+    assert tally.accepted >= 2 * (len(messages) - 1)
+    assert 3 * dense < tally.peak <= 4 * dense + SLACK_BYTES
+
+
+def test_sections_over_one_read_chunk_decompress_once_into_their_buffer_and_bombs_are_refused() -> None:
+    # Prepare: a 3 MiB zero layer (compressed to a few hundred bytes; over the 1 MiB read chunk, so checked by a
+    # counting pass, then read into one buffer), and the same section holding 8 MiB or 2 MiB of zeros instead
+    n = 3 << 18
+    state = {"w": np.zeros(n, np.float32)}
+    dense = 4 * n
+    link = ServerLink(own_masks=False)
+    link.encode_ins(TrainIns(0, state, {}, 0.1, 1, 1), [0], mask_version=0)
+    good = encode_train_res(TrainRes(0, 1, state, 0.0, 0.0), {}, level=3)
+    msg = parse(good)
+    assert msg.entries[0].tail["values_codec"] == 2 and len(msg.entries[0].values) < 1024
+    bombs = []
+    for held in (_ZEROS, 2 << 20):
+        params = zstandard.ZstdCompressionParameters.from_level(3, window_log=17, write_content_size=False)
+        frame = declaring(zstandard.ZstdCompressor(compression_params=params).compress(bytes(held)), dense)
+        bomb = parse(good)
+        bomb.entries[0].values = frame
+        bomb.entries[0].tail["values_stored"] = len(frame)
+        bombs.append(serialise(bomb))
+    tally = Tally()
+    # Execute
+    res = _traced(lambda d: link.decode_res(0, d), good, 2 * dense + SLACK_BYTES, tally)
+    refused = [_traced(lambda d: link.decode_res(0, d), b, 2 * dense + SLACK_BYTES, tally) for b in bombs]
+    # Assert: the valid one decodes to zeros within 2 dense sizes (its buffer and nothing twice); both lies
+    # about the size are refused by the counting pass (or libzstd, which checks the declared size at the
+    # frame end), before a buffer of the declared size exists
+    assert res is not None and not res.state["w"].any()
+    assert refused == [None, None]
+    with pytest.raises(DecodeError, match="expected a zstd frame of exactly 3145728 bytes, found more"):
+        link.decode_res(0, bombs[0])
+    with pytest.raises(DecodeError, match="exactly 3145728 bytes, found 2097152|corrupt zstd data"):
+        link.decode_res(0, bombs[1])
+
+
+def rle_bomb_declaring(size: int, expands_to: int = 512 << 20) -> bytes:
+    """A zstd frame declaring ``size`` bytes, with the largest window allowed for that size (at most 128 KiB),
+    whose RLE blocks (4 bytes each) expand to ``expands_to`` bytes, or as many as keep it shorter than ``size``."""
+    w = min(17, max(10, size.bit_length() - 1))
+    n_blocks = max(1, min(expands_to >> w, (size - 32) // 4))
+    frame = struct.pack("<I", 0xFD2FB528) + bytes([0xC0, (w - 10) << 3]) + struct.pack("<Q", size)
+    block = (1 << 1 | (1 << w) << 3).to_bytes(3, "little") + b"\x00"
+    last = (1 | 1 << 1 | (1 << w) << 3).to_bytes(3, "little") + b"\x00"
+    return frame + block * (n_blocks - 1) + last
+
+
+CHILD = r"""
+import importlib.util, random, resource, sys
+from prunefl.errors import DecodeError
+from prunefl.fl.links import ServerLink
+from prunefl.fl.messages import TrainIns
+spec = importlib.util.spec_from_file_location("fz", sys.argv[1])
+fz = importlib.util.module_from_spec(spec)
+sys.modules["fz"] = fz
+spec.loader.exec_module(fz)
+fz.bomb_declaring = fz.rle_bomb_declaring  # expanding sections now expand to 512 MiB, not 8 MiB
+state, masks, worst = fz._one_layer_worst_cases()
+links = [ServerLink(own_masks=False), ServerLink(own_masks=True)]
+for link in links:
+    link.encode_ins(TrainIns(0, state, masks, 0.1, 1, 1), [0], mask_version=0)
+pool = [(links, data) for _, data in worst]
+pool += [([c.strict, c.own], data) for c in fz.CASES for data in c.replies + c.own_replies]
+dense = sum(int(v.nbytes) for v in state.values())
+with open("/proc/self/status") as f:
+    vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
+cap = vm + 4 * dense + (32 << 20)
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+r = random.Random(int(sys.argv[2]))
+n = accepted = 0
+for _ in range(int(sys.argv[3])):
+    decoders, base = r.choice(pool)
+    msg = fz.parse(base)
+    for op in r.sample(fz.OPS, r.randint(1, 3)):
+        op(r, msg)
+    data = fz.serialise(msg)
+    for link in decoders:
+        try:
+            link.decode_res(0, data)
+            accepted += 1
+        except DecodeError as exc:
+            assert fz.UNCHECKED not in str(exc), str(exc)
+        n += 1
+print("decodes", n, "accepted", accepted, "cap_over_vm", cap - vm)
+"""
+
+
+@pytest.mark.slow
+def test_structured_sample_under_rlimit_as() -> None:
+    # Prepare: what tracemalloc does not see (libzstd's contexts and windows) is capped by the address space:
+    # a child caps it at its size after setup + 4 x the one-layer model (1 MiB) + 32 MiB, then decodes 1,000
+    # structured mutations of the one-layer worst cases and the three models' replies, with both server links;
+    # its expanding sections are RLE frames that expand to 512 MiB
+    # Execute
+    out = subprocess.run([sys.executable, "-c", CHILD, __file__, "7", "1000"], capture_output=True, text=True,
+                         timeout=300)
+    # Assert: no decode failed to allocate (a MemoryError would reach the catch-all) and all finished
+    assert out.returncode == 0, out.stderr[-3000:]
+    words = out.stdout.split()
+    assert words[0] == "decodes" and int(words[1]) == 2000, out.stdout
 
 
 def test_reply_masks_with_the_right_count_at_wrong_positions_are_rejected_by_the_strict_link() -> None:

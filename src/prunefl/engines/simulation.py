@@ -19,6 +19,7 @@ from torch import nn
 
 from prunefl.data.dataset import ArrayDataset
 from prunefl import metrics as K
+from prunefl.errors import TooFewRepliesError
 from prunefl.faults import fault_point
 from prunefl.fl.batches import BatchStream
 from prunefl.fl.client import ClientState, choose_sparse_layers, load_model_state_
@@ -65,6 +66,16 @@ class SimulationSetup:
 
 class SimulationEngine:
     """Runs FL rounds in-process over the round protocol and emits one metrics row per round."""
+
+    @property
+    def holds_client_states(self) -> bool:
+        """Whether :attr:`clients` are the states the clients train with, so a checkpoint holds them.
+
+        True for in-process delivery; an engine that overrides :meth:`deliver` sends the round to clients that
+        keep their own state (a Flower node keeps it in ``context.state``), so its checkpoint cannot hold it.
+        Such an engine may override this property.
+        """
+        return type(self).deliver is SimulationEngine.deliver
 
     def __init__(self, setup: SimulationSetup) -> None:
         self.setup = setup
@@ -118,10 +129,21 @@ class SimulationEngine:
     ) -> None:
         """Run rounds ``start_round`` … ``rounds − 1``, calling ``on_round(row)`` after each with its metrics row.
 
-        ``on_checkpoint(done)`` is called between rounds, with the number of rounds done, after every
-        ``checkpoint_every``-th round (0: never) and once after the last round; the engine is then in a state a
-        checkpoint can hold (:mod:`prunefl.experiments.state`). A run resumed from a checkpoint of ``done``
-        rounds passes ``start_round=done`` (default: 0, None, 0).
+        Parameters
+        ----------
+        on_round : callable
+            Called with each finished round's metrics row.
+        start_wall : float or None
+            ``time.perf_counter()`` at the run's start, from which rows' ``wall-s`` count (default: None: now).
+        start_round : int
+            The first round to run: a run resumed from a checkpoint of ``done`` rounds passes ``done``
+            (default: 0).
+        checkpoint_every : int
+            Call ``on_checkpoint`` after every this many rounds; 0: only after the last (default: 0).
+        on_checkpoint : callable or None
+            ``on_checkpoint(done)``, called between rounds with the number of rounds done, and once after the
+            last round; the engine is then in a state a checkpoint can hold (:mod:`prunefl.experiments.state`)
+            (default: None).
         """
         s = self.setup
         start_wall = time.perf_counter() if start_wall is None else start_wall
@@ -141,11 +163,19 @@ class SimulationEngine:
         s = self.setup
         settings = s.server.settings
         participants = select_clients(settings.num_clients, settings.clients_per_round, settings.seed, r)
-        plan = self.protocol.configure_train(r, participants)
-        sparse = self.sparse_layers(plan.ins.importance_mode != "off")
-        replies = self.deliver(plan, sparse)
-        fault_point("kill-inside-round", r)  # test hook (prunefl.faults): clients trained, nothing aggregated
-        result = self.protocol.aggregate_train(plan, replies)
+        for attempt in range(settings.round_retries + 1):  # fl.round_retries: try a round without enough replies again
+            plan = self.protocol.configure_train(r, participants)
+            sparse = self.sparse_layers(plan.ins.importance_mode != "off")
+            replies = self.deliver(plan, sparse)
+            fault_point("kill-inside-round", r)  # test hook (prunefl.faults): clients trained, nothing aggregated
+            try:
+                result = self.protocol.aggregate_train(plan, replies)
+                break
+            except TooFewRepliesError as error:  # nothing changed on the server
+                if attempt == settings.round_retries:
+                    raise
+                logger.warning("round %d, try %d of %d: %s; trying again", r, attempt + 1,
+                               settings.round_retries + 1, error)
         local_steps = plan.ins.local_steps
         charges = [
             charge_client(s.devices[cid], plan.kept, local_steps, down, up, wall_s, s.clock, s.comm)
@@ -154,6 +184,7 @@ class SimulationEngine:
         round_sim_s = max(c.total_s for c in charges)  # the slowest selected client sets the round
         self.sim_clock_s += round_sim_s
         row = result.row
+        row[K.K_RETRIES] = attempt
         row[K.K_SPARSE_LAYERS] = sorted(sparse)
         row[K.K_ROUND_SIM_S] = round_sim_s
         row[K.K_CLIENT_SIM_S] = [c.total_s for c in charges]

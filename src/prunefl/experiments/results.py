@@ -60,6 +60,7 @@ CHECKPOINT_META = "checkpoint.json"
 CHECKPOINT_FORMAT = "prunefl-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: the JSON names the tensors' SHA-256 and may hold a run state; 1 is read too
 TMP_SUFFIX = ".tmp"
+MAX_CHECKPOINT_JSON_BYTES = 256 * 2**20  # a run state's JSON is a few KB per client; the tensors are elsewhere
 
 
 def new_run_dir(out: str | Path | None, name: str, root: str | Path = "runs") -> Path:
@@ -156,7 +157,12 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
 
 @dataclass(frozen=True)
 class MetricsPosition:
-    """Where metrics.jsonl ended when a checkpoint was written: bytes, whole rows, SHA-256 of those bytes."""
+    """Where metrics.jsonl ended when a checkpoint was written: bytes, whole rows, SHA-256 of those bytes.
+
+    >>> p = MetricsPosition(26, 2, "0" * 64)
+    >>> MetricsPosition.from_json(p.to_json(), "checkpoint.json") == p
+    True
+    """
 
     bytes: int
     rows: int
@@ -232,8 +238,10 @@ class ResultsWriter:
             self.rows = [json.loads(line) for line in prefix.decode("utf-8").splitlines()]
             self._hash.update(prefix)
         atomic_write(self.run_dir / CONFIG_FILE, dump_toml(config))
+        if resume is None:
+            atomic_write(self.path, b"")  # a new, empty file (an old one is replaced whole, never truncated)
         try:
-            self._metrics: BinaryIO = open(self.path, "ab" if resume is not None else "wb")
+            self._metrics: BinaryIO = open(self.path, "ab")
         except OSError as exc:
             raise ResultsWriteError(f"cannot write {str(self.path)!r}: {exc}") from exc
 
@@ -369,9 +377,18 @@ def write_checkpoint_files(run_dir: str | Path, tensors: Mapping[str, torch.Tens
     ResultsWriteError
         Disk full or folder not writable; names the path. The temporary files are removed and the previous
         checkpoint is left whole.
+    
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = write_checkpoint_files(folder, {"state/w": torch.ones(2)}, checkpoint_doc(RunConfig(), 3))
+    >>> tensors, doc = read_checkpoint_files(folder)
+    >>> tensors["state/w"].tolist(), doc["round"], len(doc["tensors"]["sha256"])
+    ([1.0, 1.0], 3, 64)
     """
     run_dir = Path(run_dir)
-    data = save_tensors({k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()})
+    data = save_tensors(_unshared(tensors))
     full = dict(doc)
     full["tensors"] = {"file": CHECKPOINT_TENSORS, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     text = (json.dumps(full, indent=1, default=_jsonable) + "\n").encode("utf-8")
@@ -393,6 +410,17 @@ def write_checkpoint_files(run_dir: str | Path, tensors: Mapping[str, torch.Tens
         ) from exc
     fsync_dir(run_dir)
     return tensors_path
+
+
+def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors, each with its own memory (safetensors refuses tensors sharing storage)."""
+    out, seen = {}, set()
+    for k, v in tensors.items():
+        t = v.detach().contiguous().cpu()
+        ptr = t.untyped_storage().data_ptr()
+        out[k] = t.clone() if ptr in seen and t.numel() > 0 else t
+        seen.add(ptr)
+    return out
 
 
 def _tmp(path: Path) -> Path:
@@ -417,10 +445,12 @@ def read_checkpoint_files(run_dir: str | Path, finish: bool = False) -> tuple[di
     try:
         data = tensors_path.read_bytes()
     except OSError as exc:
-        raise CheckpointError(f"cannot read the checkpoint {str(tensors_path)!r}: {exc}") from exc
+        hint = " (a run killed before its first checkpoint cannot resume: start it again)" if (
+            not tensors_path.exists() and not meta_path.exists()) else ""
+        raise CheckpointError(f"cannot read the checkpoint {str(tensors_path)!r}: {exc}{hint}") from exc
     digest = hashlib.sha256(data).hexdigest()
     doc, error = _read_doc(meta_path, digest, len(data))
-    if error is not None:
+    if doc is None:
         newer, _ = _read_doc(_tmp(meta_path), digest, len(data))
         if newer is None or newer.get("version") != CHECKPOINT_VERSION:
             raise CheckpointError(error)
@@ -433,7 +463,6 @@ def read_checkpoint_files(run_dir: str | Path, finish: bool = False) -> tuple[di
             except OSError as exc:
                 raise ResultsWriteError(f"cannot write {str(meta_path)!r}: {exc}") from exc
             fsync_dir(run_dir)
-    assert doc is not None
     try:
         tensors = load_tensors(data)
     except Exception as exc:  # noqa: BLE001 (safetensors raises its own SafetensorError and others)
@@ -444,9 +473,13 @@ def read_checkpoint_files(run_dir: str | Path, finish: bool = False) -> tuple[di
 def _read_doc(path: Path, digest: str, size: int) -> tuple[dict[str, Any] | None, str | None]:
     """The checkpoint document at ``path`` if it is one and matches the tensors' digest, else why not."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return None, f"cannot read the checkpoint {str(path)!r}: {exc}"
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CHECKPOINT_JSON_BYTES + 1)  # never more, whatever the file is
+        if len(raw) > MAX_CHECKPOINT_JSON_BYTES:
+            return None, f"{str(path)!r} is larger than {MAX_CHECKPOINT_JSON_BYTES} bytes: not a checkpoint document"
+        doc = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested past the stack
+        return None, f"cannot read the checkpoint {str(path)!r}: {type(exc).__name__}: {exc}"
     if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT or doc.get("version") not in (1, 2):
         return None, f"{str(path)!r} is not a prunefl checkpoint (format {CHECKPOINT_FORMAT!r}, version 1 or 2)"
     if not isinstance(doc.get("round"), int) or not isinstance(doc.get("config"), str):
@@ -471,10 +504,14 @@ def checkpoint_config(doc: Mapping[str, Any], where: str) -> RunConfig:
     """
     import tomllib
 
+    from prunefl.experiments.config import _check_toml_text  # the config loader's nesting and size bounds
+
     try:
-        return config_from_dict(tomllib.loads(str(doc["config"])))
-    except (tomllib.TOMLDecodeError, ConfigError) as exc:
-        raise CheckpointError(f"{where}: the config it holds is not valid: {exc}") from exc
+        text = str(doc["config"])
+        _check_toml_text(text, where)
+        return config_from_dict(tomllib.loads(text))
+    except (tomllib.TOMLDecodeError, ConfigError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{where}: the config it holds is not valid: {type(exc).__name__}: {exc}") from exc
 
 
 def save_checkpoint(
@@ -500,7 +537,12 @@ def checkpoint_tensors(
     state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
     extra_tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The tensors every checkpoint holds: ``state/<k>``, ``mask/<k>`` (uint8) and ``extra/<k>``."""
+    """The tensors every checkpoint holds: ``state/<k>``, ``mask/<k>`` (uint8) and ``extra/<k>``.
+
+    >>> t = checkpoint_tensors({"w": torch.ones(2)}, {"w": torch.tensor([True, False])}, {"init/w": torch.zeros(2)})
+    >>> sorted(t), t["mask/w"].tolist()
+    (['extra/init/w', 'mask/w', 'state/w'], [1, 0])
+    """
     tensors = {f"state/{k}": v for k, v in state.items()}
     tensors.update({f"mask/{k}": v.detach().to(torch.uint8) for k, v in masks.items()})
     tensors.update({f"extra/{k}": v for k, v in (extra_tensors or {}).items()})
@@ -508,7 +550,11 @@ def checkpoint_tensors(
 
 
 def checkpoint_doc(config: RunConfig, round: int, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON document every checkpoint holds (format, version, round, config TOML, meta)."""
+    """The JSON document every checkpoint holds (format, version, round, config TOML, meta).
+
+    >>> sorted(checkpoint_doc(RunConfig(), 2))
+    ['config', 'format', 'meta', 'round', 'version']
+    """
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "round": round, "config": dump_toml(config),
             "meta": dict(meta or {})}
 

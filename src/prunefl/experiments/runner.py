@@ -185,9 +185,15 @@ def build_simulation(
         seed=seed,
         aggregation=f.aggregation,
         trim_fraction=f.trim_fraction,
+        round_retries=f.round_retries,
         min_valid_replies=f.min_valid_replies,
         max_update_norm_ratio=f.max_update_norm_ratio,
     )
+    if method.clients_change_masks and f.aggregation != "mean":  # checked again by the round protocol
+        raise ConfigError(
+            f"fl.aggregation {f.aggregation!r} is not supported by method {config.pruning.method!r}, whose clients "
+            "change their own masks; use fl.aggregation = \"mean\""
+        )
     server = Server(state, {k: v.detach().clone() for k, v in masks.items()}, settings)
     eval_indices = None
     if 0 < d.eval_subset < dataset.n_test:
@@ -329,7 +335,8 @@ def run_experiment(
     start_wall = time.perf_counter()
     dataset = load_run_dataset(config) if dataset is None else dataset
     method = build_run_method(config, reference)
-    setup = build_simulation(config, dataset, method, model_fn, break_even=None if resume is None else resume.break_even)
+    break_even = None if resume is None else resume.break_even  # a resumed run keeps its kernel choices
+    setup = build_simulation(config, dataset, method, model_fn, break_even=break_even)
     initial_state = {k: v.clone() for k, v in setup.server.state.items()}
     logger.info(
         "run %s: method=%s dataset=%s model=%s clients=%d/%d rounds=%d K=%d B=%d lr=%g seed=%d%s",

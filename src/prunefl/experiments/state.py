@@ -6,7 +6,9 @@ A run state is collected from the parts' own ``state_dict()`` hooks, between two
   (:meth:`prunefl.fl.links.ServerLink.state_dict`: the mask version each participant holds);
 * the method (:meth:`prunefl.pruning.methods.base.Method.state_dict`);
 * every client (:meth:`prunefl.fl.client.ClientState.state_dict`: batch stream and its generator, augmentation
-  generator, importance accumulator, momentum buffers, cached masks);
+  generator, importance accumulator, momentum buffers, cached masks) where the engine holds them
+  (:attr:`prunefl.engines.simulation.SimulationEngine.holds_client_states`: in-process; a Flower node keeps
+  its client's state in its own ``context.state``, so a Flower server's checkpoint has none);
 * the simulated clock, the rounds done, the wall seconds so far, torch's global generator, the run's initial
   weights, the kernel break-even table (measured once: a resumed run must choose the same kernels), what the
   method's ``before_fl`` put in the summary, and where ``metrics.jsonl`` ended (bytes, rows, SHA-256).
@@ -93,7 +95,8 @@ class RunState:
     method : dict
         :meth:`prunefl.pruning.methods.base.Method.state_dict`.
     clients : list of dict
-        :meth:`prunefl.fl.client.ClientState.state_dict` of every client, by client id.
+        :meth:`prunefl.fl.client.ClientState.state_dict` of every client, by client id; empty where the engine
+        does not hold them (Flower).
     sim_clock_s, wall_s : float
         The simulated clock, and real seconds since the run started (rows after a resume continue from it).
     initial_state : dict of str to torch.Tensor
@@ -149,7 +152,12 @@ def collect_run_state(
     )
     method_values = _split(s.method.state_dict(), _METHOD, tensors)
     engine.sync_clients()  # Flower: fetch the states the nodes keep
-    clients = [_split(c.state_dict(), f"{_CLIENT}{i}/", tensors) for i, c in enumerate(engine.clients)]
+    held = engine.holds_client_states  # a Flower node keeps its own client's state
+    masks = {k[len("masks/"):]: v for k, v in server.items() if k.startswith("masks/")}
+    clients = [
+        _split(_without_server_masks(c.state_dict(), masks), f"{_CLIENT}{i}/", tensors)
+        for i, c in enumerate(engine.clients)
+    ] if held else []
     tensors[_RNG] = torch.get_rng_state()
     doc = checkpoint_doc(config, done)
     doc[RUN_STATE_KEY] = {
@@ -160,6 +168,7 @@ def collect_run_state(
         "server-link": engine.protocol.link.state_dict(),
         "method": method_values,
         "clients": clients,
+        "clients-held": held,
         "break-even": {k: [a, b] for k, (a, b) in s.break_even.items()},
         "before-fl-summary": dict(before_fl_summary),
         "metrics": metrics.to_json(),
@@ -224,7 +233,9 @@ def load_run_state(run_dir: str | Path) -> RunState:
     clients_json = rs.get("clients")
     if not isinstance(clients_json, list) or not all(isinstance(c, dict) for c in clients_json):
         raise CheckpointError(f"{where}: run-state clients must be a list of tables, got {type(clients_json).__name__}")
-    clients = [_join(values, f"{_CLIENT}{i}/", tensors) for i, values in enumerate(clients_json)]
+    masks = {k[len("masks/"):]: v for k, v in server.items() if k.startswith("masks/")}
+    clients = [_with_server_masks(_join(values, f"{_CLIENT}{i}/", tensors), masks, where)
+               for i, values in enumerate(clients_json)]
     method_json, link, summary = (_table(rs, key, where) for key in ("method", "server-link", "before-fl-summary"))
     clock, wall = rs.get("sim-clock-s"), rs.get("wall-s")
     for key, value in (("sim-clock-s", clock), ("wall-s", wall)):
@@ -265,8 +276,10 @@ def restore_run_state(engine: SimulationEngine, state: RunState) -> None:
     """
     s = engine.setup
     where = str(state.run_dir / CHECKPOINT_META)
-    if len(state.clients) != len(engine.clients):
-        raise CheckpointError(f"{where} holds {len(state.clients)} clients' states, the run has {len(engine.clients)}")
+    expected_clients = len(engine.clients) if engine.holds_client_states else 0
+    if len(state.clients) != expected_clients:
+        raise CheckpointError(f"{where} holds {len(state.clients)} clients' states, the run's engine holds "
+                              f"{expected_clients}")
     expected = {k: (v.shape, v.dtype) for k, v in s.server.state.items()}
     got = {k: (v.shape, v.dtype) for k, v in state.initial_state.items()}
     if got != expected:
@@ -279,8 +292,8 @@ def restore_run_state(engine: SimulationEngine, state: RunState) -> None:
         s.method.load_state_dict(state.method)
     except CheckpointError as exc:
         raise CheckpointError(f"{where}: {exc}") from exc
-    except (KeyError, ValueError, TypeError) as exc:  # a method's own load_state_dict
-        raise CheckpointError(f"{where}: the method's state does not load: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 (a part's loader meeting a value of the wrong kind: only ours escapes)
+        raise CheckpointError(f"{where}: the run state does not load: {type(exc).__name__}: {exc}") from exc
     engine.sim_clock_s = state.sim_clock_s
     engine.restored = True
     try:
@@ -315,7 +328,9 @@ def check_resume_config(saved: RunConfig, new: RunConfig, done: int = 0) -> None
             f"cannot resume: {listed}; these shape the run. Only {', '.join(sorted(RESUME_FREE_KEYS))} may change"
         )
     if new.fl.rounds < done:
-        raise ConfigError(f"cannot resume: fl.rounds={new.fl.rounds} is below the {done} rounds the checkpoint has done")
+        raise ConfigError(
+            f"cannot resume: fl.rounds={new.fl.rounds} is below the {done} rounds the checkpoint has done"
+        )
     if new.fl.rounds != saved.fl.rounds:
         logger.warning("resuming with fl.rounds=%d (was %d): schedules that depend on the total rounds follow the "
                        "new total from round %d on", new.fl.rounds, saved.fl.rounds, done)
@@ -362,6 +377,30 @@ def _table(doc: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise CheckpointError(f"{where}: run-state {key} must be a table, got {value!r}")
     return value
+
+
+_FROM_SERVER = "link/masks-are-the-server's"
+
+
+def _without_server_masks(client: dict[str, Any], masks: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """``client`` without its cached masks where they equal the server's (the usual case): saves a model's worth
+    of bools per client; :func:`_with_server_masks` puts them back."""
+    names = client.get("link/mask-names")
+    if not isinstance(names, list) or sorted(names) != sorted(masks) or not all(torch.equal(client[f"link/masks/{n}"], masks[n]) for n in names):
+        return client
+    out = {k: v for k, v in client.items() if not k.startswith("link/masks/")}
+    out[_FROM_SERVER] = True
+    return out
+
+
+def _with_server_masks(client: dict[str, Any], masks: Mapping[str, torch.Tensor], where: str) -> dict[str, Any]:
+    if not client.pop(_FROM_SERVER, False):
+        return client
+    names = client.get("link/mask-names")
+    if not isinstance(names, list) or sorted(names) != sorted(masks):
+        raise CheckpointError(f"{where}: a client's cached masks {names!r} are not the server's {list(masks)}")
+    client.update({f"link/masks/{n}": masks[n].clone() for n in names})
+    return client
 
 
 def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

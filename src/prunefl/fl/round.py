@@ -237,6 +237,9 @@ class RoundProtocol:
             server state, masks and mask version, the method and the link are untouched.
         InconsistentRepliesError
             The aggregate of the valid replies is not finite (:meth:`Server.aggregate_train`). Nothing changed.
+        Exception
+            Whatever the method's after-aggregate hook raises; the server's state, masks and mask version are
+            rolled back to what they were (the method's own state is its business).
         """
         pairs = list(replies.items()) if isinstance(replies, Mapping) else list(replies)
         valid, rejections = self._validate(plan, pairs)
@@ -255,6 +258,27 @@ class RoundProtocol:
                 f"{[(r.participant, r.reason) for r in rejections]}; missing {missing}); the round is not applied",
                 tuple(rejections), tuple(missing),
             )
+        server = self.server
+        before = (server.state, server.masks, server.mask_version)
+        try:
+            return self._apply(plan, clients, decoded, kept_replies, rejections, missing)
+        except BaseException:
+            # a method's hook failed after the new state was swapped in (a bug, or a case validation missed): the
+            # global model goes back to what it was, so that a checkpoint or a retry never sees half a round
+            server.state = before[0]
+            server.restore_masks(before[1], before[2])
+            raise
+
+    def _apply(
+        self,
+        plan: RoundPlan,
+        clients: list[int],
+        decoded: list[TrainRes],
+        kept_replies: dict[int, TrainReply],
+        rejections: list[Rejection],
+        missing: list[int],
+    ) -> RoundResult:
+        """Aggregate the valid replies, apply the method's decision and build the row (:meth:`aggregate_train`)."""
         server = self.server
         update = server.aggregate_train(plan.ins, decoded)  # builds the new state first, then swaps it in
         view = AggregateView(

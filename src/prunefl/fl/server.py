@@ -35,8 +35,9 @@ logger = logging.getLogger(__name__)
 class ServerSettings:
     """What the server needs to run rounds; fields mean what they mean in ``RunConfig`` (``fl``, ``data``).
 
-    The last four (``aggregation``, ``trim_fraction``, ``min_valid_replies``, ``max_update_norm_ratio``) are
-    documented on ``FLConfig``; they are checked here too, since a Flower ServerApp builds these settings.
+    The reply policy (``aggregation``, ``trim_fraction``, ``min_valid_replies``, ``max_update_norm_ratio``,
+    ``round_retries``) is documented on ``FLConfig``; it is checked here too, since a Flower ServerApp builds
+    these settings.
     """
 
     num_clients: int
@@ -53,6 +54,7 @@ class ServerSettings:
     seed: int = 0
     aggregation: Literal["mean", "median", "trimmed-mean"] = "mean"
     trim_fraction: float = 0.1
+    round_retries: int = 0
     min_valid_replies: int = 1
     max_update_norm_ratio: float = 1e6
 
@@ -60,6 +62,7 @@ class ServerSettings:
         check_setting(self.aggregation in AGGREGATIONS, "fl.aggregation", self.aggregation,
                       f"must be one of {list(AGGREGATIONS)}")
         check_setting(0 <= self.trim_fraction < 0.5, "fl.trim_fraction", self.trim_fraction, "must be in [0, 0.5)")
+        check_setting(0 <= self.round_retries <= 100, "fl.round_retries", self.round_retries, "must be in [0, 100]")
         check_setting(self.min_valid_replies >= 1, "fl.min_valid_replies", self.min_valid_replies, "must be >= 1")
         check_setting(
             math.isfinite(self.max_update_norm_ratio) and self.max_update_norm_ratio >= 0,
@@ -107,6 +110,11 @@ class Server:
         self.mask_version += 1
         if self.settings.regrow_init == "zero":
             self.state = {k: (v * value[k] if k in value else v) for k, v in self.state.items()}
+
+    def restore_masks(self, masks: dict[str, torch.Tensor], mask_version: int) -> None:
+        """Put back masks and their version as they were, without the setter's bump or zeroing (a rollback)."""
+        self._masks = masks
+        self.mask_version = mask_version
 
     def state_dict(self) -> dict[str, Any]:
         """The server's state across rounds: ``state/<k>`` and ``masks/<k>`` tensors (copies), ``mask-version``.

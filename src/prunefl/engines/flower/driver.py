@@ -96,6 +96,11 @@ class FlowerEngine(SimulationEngine):
         logger.info("flower nodes by partition: %s", self.nodes)
 
     # -- client states (checkpoints) -------------------------------------------------------------------------
+    @property
+    def holds_client_states(self) -> bool:
+        """True: :meth:`sync_clients` fetches the nodes' states before every checkpoint, so it holds them."""
+        return True
+
     def sync_clients(self) -> None:
         """Fetch each connected node's client state (``query.state``) into :attr:`clients`, for a checkpoint.
 

@@ -12,14 +12,25 @@ What a decoder trusts (format version 2)
   the header checksum, are each rejected on their own when wrong: every single-bit flip of a message is
   rejected. A CRC is no signature: it catches corruption, not a forger, whom the bounds below are for.
 * **Memory.** Every size is bounded before anything is allocated: shapes (dims, each dim, elements per entry
-  and in total) by `DecodeLimits`, and by ``expected_shapes`` when the receiver knows the model (a server
-  passes the shapes it sent); the raw length of a values section is implied by its count and dtype, that of a
-  mask by its code, count and Rice ``k`` (itself at most ``numel.bit_length()``); the table by its entry
-  counts. A zstd section must declare its raw length and a window no larger, must end where the section ends,
-  and is decompressed in a stream, in chunks, never past it (memory follows what a frame holds, not what it
-  declares). Decoding then needs O(decoded arrays) memory: Rice remainders are read as words, not a byte a bit.
-* **One exception type.** Every malformed input raises `DecodeError`; any other exception inside the decoder
-  (a bug) is turned into one whose message starts with "malformed message (no explicit check caught it)".
+  and in total) by `DecodeLimits`, and by ``expected_shapes`` and ``expected_dtypes`` when the receiver knows
+  the model (a server passes the shapes and dtypes it sent; `prunefl.fl.links.ServerLink` does); the raw
+  length of a values section is implied by its count and dtype, that of a mask by its code, count and Rice
+  ``k`` (itself at most ``numel.bit_length()``, and a Rice code covers at most half a layer: the minority
+  side); the table by its entry counts. A zstd section must declare its raw length and a window no larger,
+  must end where the section ends, and is decompressed in a stream, never past it: a section over one 1 MiB
+  chunk is first expanded keeping nothing, to check it holds exactly its length, and only then read into one
+  buffer of that length (memory follows what a frame holds, not what it declares, and is never twice it).
+  Decoding then needs O(decoded arrays) memory: Rice codes are decoded 1 kB of unary stream at a time into
+  int32 positions, byte-shuffled values are unshuffled straight into the array returned, and the finiteness
+  check allocates nothing. Measured (tests/sparse/test_codec_fuzz_structured.py): a reply decoded against
+  the model sent never allocates more than 4 × the model's dense size + 1 MiB (at most 3.6 × for a one-layer
+  model in every encoding, and for hostile Rice sections coding half the layer).
+* **Replies.** `decode_train_res` requires a reply to mask exactly the entries the server masked, each with
+  the shape of the mask sent, whatever ``own_masks`` says (checked on the table); without ``own_masks`` the
+  masks a reply carries must equal those sent, bit for bit.
+* **One exception type.** Every malformed input raises `DecodeError` (or a subclass naming the mismatch);
+  any other ``Exception`` inside the decoder (a bug, or a ``MemoryError``) is turned into one whose message
+  starts with "malformed message (no explicit check caught it)".
 
 What is sent per state entry (layer)
 ------------------------------------
@@ -52,6 +63,7 @@ Mask encoding, chosen per entry as the smallest of:
   ``g`` (the difference minus one) makes every bit pattern a strictly increasing position list, so unsorted
   or duplicate indices cannot be expressed; the decoder checks the range and the stream lengths. Rice is only
   tried when the minority side is at most 35 % of the layer; above that ``H`` > 0.93 and the bitmask wins.
+  A decoder rejects Rice codes for more than half a layer (never the minority side).
 * ``KNOWN``: the mask is not sent; the receiver uses the one it has (``known_masks``), and the kept count in
   the table must match it.
 
@@ -71,7 +83,7 @@ Byte layout (format version 2; every integer little-endian, ``uN``/``iN`` = unsi
     fixed header (36 bytes)
       off  size  type  field
       0    4     -     magic b"PFL1"
-      4    2     u16   format version (1)
+      4    2     u16   format version (2)
       6    1     u8    kind: 1 train-ins, 2 train-res, 3 state
       7    1     u8    table codec: 0 raw, 1 zstd
       8    4     u32   n_entries: state entries in the table

@@ -52,7 +52,9 @@ def _section_bytes(payload: memoryview, section: _Section, what: str) -> bytes |
     The raw length was bounded by the entry's shape and dtype before this is called. The frame must declare
     that length, use a window no larger than it (libzstd allocates the window the frame asks for), end exactly
     where the section ends (its blocks are walked without decompressing), and expand to exactly that many
-    bytes: the output is read in a stream, in chunks, and never past the raw length.
+    bytes: the output is read in a stream and never past the raw length. A section of at most one chunk
+    (1 MiB) is read once; a longer one is expanded twice, first keeping nothing to check its length, then
+    into one buffer of that length (so memory is the raw length once, and only for a frame that holds it).
     """
     if section.codec == _Codec.RAW:
         return payload
@@ -75,28 +77,56 @@ def _section_bytes(payload: memoryview, section: _Section, what: str) -> bytes |
             f"{what}: expected one zstd frame filling the {len(payload)}-byte section, found a frame of "
             f"{frame_bytes} bytes ({'trailing bytes' if frame_bytes < len(payload) else 'truncated'})"
         )
-    # Read in chunks rather than into a buffer of the declared length: a frame of a few bytes may declare
-    # gigabytes that it does not hold, and memory then follows what it does hold, never past the declared length.
+    # A frame of a few bytes may declare gigabytes that it does not hold: a first pass reads it in chunks,
+    # keeping none, and checks that it expands to exactly the declared length (memory: one chunk); only then is
+    # a buffer of that length allocated and filled by a second pass. A section of at most one chunk is read once.
+    # Peak memory is thus the raw length (plus one chunk), never twice it, and never more than the frame holds.
     decompressor = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW_BYTES)
-    chunks: list[bytes] = []
-    filled = 0
     try:
+        if section.raw <= _READ_CHUNK_BYTES:
+            reader = decompressor.stream_reader(payload, read_across_frames=False)
+            data = reader.read(section.raw)
+            while len(data) < section.raw:  # a reader may return fewer bytes than asked before the frame ends
+                more = reader.read(section.raw - len(data))
+                if not more:
+                    break
+                data += more
+            _check_expanded(len(data), bool(reader.read(1)), section, what)
+            return data
+        filled, holds_more = _count_expanded(decompressor, payload, section.raw)
+        _check_expanded(filled, holds_more, section, what)
+        out = np.empty(section.raw, dtype=np.uint8)
+        view = memoryview(out.data)
         reader = decompressor.stream_reader(payload, read_across_frames=False)
+        filled = 0
         while filled < section.raw:
-            chunk = reader.read(min(section.raw - filled, _READ_CHUNK_BYTES))
-            if not chunk:
+            n = reader.readinto(view[filled : filled + _READ_CHUNK_BYTES])
+            if not n:
                 break
-            chunks.append(chunk)
-            filled += len(chunk)
-        beyond = reader.read(1) if filled == section.raw else b""
+            filled += n
+        _check_expanded(filled, False, section, what)
+        return view
     except zstandard.ZstdError as exc:
         raise DecodeError(f"{what}: corrupt zstd data ({exc})") from None
+
+
+def _count_expanded(decompressor: zstandard.ZstdDecompressor, payload: memoryview, raw: int) -> tuple[int, bool]:
+    """Decompress the frame in chunks, keeping none; return the bytes it holds up to ``raw`` and if it holds more."""
+    reader = decompressor.stream_reader(payload, read_across_frames=False)
+    filled = 0
+    while filled < raw:
+        chunk = reader.read(min(raw - filled, _READ_CHUNK_BYTES))
+        if not chunk:
+            return filled, False
+        filled += len(chunk)
+    return filled, bool(reader.read(1))
+
+
+def _check_expanded(filled: int, beyond: bool, section: _Section, what: str) -> None:
     if filled != section.raw or beyond:
         raise DecodeError(
-            f"{what}: expected a zstd frame of exactly {section.raw} bytes, found "
-            f"{'more' if beyond else filled}"
+            f"{what}: expected a zstd frame of exactly {section.raw} bytes, found {'more' if beyond else filled}"
         )
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _zstd_frame_bytes(payload: memoryview, what: str) -> int:

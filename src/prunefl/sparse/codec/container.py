@@ -373,7 +373,7 @@ def _decode_checked(
         what = f"entry {e.name!r}"
         values = _decode_values(buf, e.values, e.wire, e.n_kept, f"{what} values", require_finite)
         if e.mask_code == _MaskCode.DENSE:
-            state[e.name] = values.astype(e.dtype.newbyteorder("="), copy=True).reshape(e.shape)
+            state[e.name] = _owned(values, e.dtype.newbyteorder("=")).reshape(e.shape)
             continue
         mask_raw = _section_bytes(buf[e.mask.offset : e.mask.offset + e.mask.stored], e.mask, f"{what} mask")
         mask_flat, positions = _decode_mask(e, mask_raw, known_masks)
@@ -396,7 +396,7 @@ def _decode_checked(
         what = f"importance of {e.name!r}"
         if imp.positions is None:
             values = _decode_values(buf, imp.values, imp.wire, e.numel, what, require_finite)
-            importance[e.name] = values.astype(imp.dtype.newbyteorder("="), copy=True).reshape(e.shape)
+            importance[e.name] = _owned(values, imp.dtype.newbyteorder("=")).reshape(e.shape)
             continue
         positions_raw = _section_bytes(buf[imp.positions.offset : imp.positions.offset + imp.positions.stored],
                                        imp.positions, f"{what} positions")
@@ -504,11 +504,12 @@ def _decode_values(
     what: str,
     require_finite: bool,
 ) -> np.ndarray:
-    """Return ``count`` wire-dtype values (possibly a read-only view; callers copy)."""
+    """Return ``count`` wire-dtype values (possibly a read-only view: `_owned` makes them the caller's)."""
     raw = _section_bytes(buf[section.offset : section.offset + section.stored], section, what)
     if section.codec == _Codec.SHUFFLED_ZSTD:
         planes = np.frombuffer(raw, dtype=np.uint8).reshape(wire.itemsize, count)
-        values = np.ascontiguousarray(planes.T).view(wire).reshape(count)
+        values = np.empty(count, dtype=wire)  # a fresh array: `_owned` keeps it rather than copying it again
+        values.view(np.uint8).reshape(count, wire.itemsize)[...] = planes.T
     else:
         values = np.frombuffer(raw, dtype=wire, count=count)
     if wire.kind == "b":
@@ -516,7 +517,20 @@ def _decode_values(
         if values.size and values.view(np.uint8).max() > 1:
             raise DecodeError(f"{what}: expected bool bytes 0 or 1, found {int(values.view(np.uint8).max())}")
     elif wire.kind == "f" and require_finite and values.size:
-        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-        if bad:
+        # max and min propagate NaN and show ±inf without allocating a mask of the values; count only on error
+        if not (np.isfinite(values.max()) and np.isfinite(values.min())):
+            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
             raise DecodeError(f"{what}: expected finite values, found {bad} NaN or inf")
     return values
+
+
+def _owned(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` as a writable array of ``dtype`` that nothing else holds: a copy unless they already are one.
+
+    A values array owns its memory only when `_decode_values` built it (byte-shuffled sections); raw sections
+    are views of the message, and decompressed ones of a buffer the caller does not get. Not copying a fresh
+    array keeps a decode's peak memory at twice an entry, not three times.
+    """
+    if values.dtype == dtype and values.flags.owndata and values.flags.writeable:
+        return values
+    return values.astype(dtype, copy=True)

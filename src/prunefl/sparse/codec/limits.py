@@ -284,6 +284,13 @@ def _check_mask_bytes(code: int, rice_k: int, n_kept: int, numel: int, raw: int,
     else:
         # [ceil(m·k/8) remainder bytes][unary: m one bits and Σ q <= (n_total - m) >> k zero bits]
         m = n_kept if code == _MaskCode.RICE_KEPT else numel - n_kept
+        if 2 * m > numel:
+            # Rice codes the minority side (the encoder: at most 35 % of the layer); more codes would only make
+            # the decode allocate more (4 bytes a position) for nothing.
+            raise DecodeError(
+                f"{what}: {m} Rice-coded {noun} positions in a layer of {numel}; only the minority side (at most "
+                "half) is coded this way"
+            )
         remainder_bytes = (m * rice_k + 7) // 8
         expected = (remainder_bytes + (m + 7) // 8, remainder_bytes + (m + ((numel - m) >> rice_k) + 7) // 8)
     if not expected[0] <= raw <= expected[1]:

@@ -157,51 +157,82 @@ def _decode_positions(
     return mask, None
 
 
+_RICE_CHUNK_BYTES = 1024  # unary bytes decoded at a time (<= 8192 codes): transients stay near 400 kB
+
+
 def _rice_decode(raw: bytes | bytearray | memoryview, m: int, k: int, n_total: int, what: str) -> np.ndarray:
-    """Invert `_rice_encode`: return m strictly increasing positions in [0, n_total)."""
+    """Invert `_rice_encode`: return m strictly increasing positions in [0, n_total), as int32.
+
+    The unary stream is decoded in chunks of `_RICE_CHUNK_BYTES`: besides the int32 result (4 bytes a code) and
+    a copy of the remainder bytes, memory is a few hundred kB whatever the layer. With ``e_i`` the bit index of
+    code i's terminating one bit, the quotients sum to ``Σ_{j<=i} q_j = e_i - i``, so position
+    ``p_i = Σ_{j<=i} (g_j + 1) - 1 = (e_i - i)·2^k + Σ_{j<=i} r_j + i``: a chunk needs only its own codes and
+    the running sum of the remainders before it.
+    """
     data = np.frombuffer(raw, dtype=np.uint8)
     if m == 0:
         if data.size:
             raise DecodeError(f"{what}: expected no bytes for zero Rice codes, found {data.size}")
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int32)
     n_remainder_bytes = (m * k + 7) // 8  # len(raw) >= this was checked in _check_entries
-    unary = np.unpackbits(data[n_remainder_bytes:], bitorder="little").view(bool)  # bool: nonzero is ~8x faster
-    terminators = np.flatnonzero(unary)
-    if terminators.size != m:
-        raise DecodeError(f"{what}: expected {m} Rice codes (one bits in the unary stream), found {terminators.size}")
-    if terminators[-1] < unary.size - 8:
-        raise DecodeError(f"{what}: unary stream has trailing zero bytes after its last code")
-    quotients = np.diff(terminators, prepend=-1) - 1
+    unary = data[n_remainder_bytes:]
+    words = None
     if k:
-        remainders = _read_bit_fields(data[:n_remainder_bytes], m, k)
         used_bits = (m * k) % 8
         if used_bits and int(data[n_remainder_bytes - 1]) >> used_bits:
             raise DecodeError(f"{what}: expected zero padding bits after the Rice remainders, found ones")
-    else:
-        remainders = np.zeros(m, dtype=np.int64)
-    # Overflow-free by construction: q <= (n_total - 1) >> k keeps q << k below 2**31 and g = (q << k) + r below
-    # 2**32; then every g < n_total <= 2**31, so Σ (g + 1) over at most 2**31 gaps stays below 2**62.
-    if int(quotients.max()) > (n_total - 1) >> k:
-        raise DecodeError(f"{what}: a position gap exceeds the layer size {n_total}")
-    gaps = (quotients << k) + remainders
-    if int(gaps.max()) >= n_total:
-        raise DecodeError(f"{what}: a position gap exceeds the layer size {n_total}")
-    positions = np.cumsum(gaps + 1) - 1
-    if int(positions[-1]) >= n_total:
-        raise DecodeError(f"{what}: expected positions below {n_total}, found {int(positions[-1])}")
+        padded = np.zeros(n_remainder_bytes + 8, dtype=np.uint8)  # 8 zero bytes: a word may run past the data
+        padded[:n_remainder_bytes] = data[:n_remainder_bytes]
+        words = np.ndarray(shape=(n_remainder_bytes + 1,), dtype="<u8", buffer=padded, strides=(1,))  # every byte
+    positions = np.empty(m, dtype=np.int32)  # positions < n_total <= 2**31
+    found, remainder_sum, last_one = 0, 0, -1
+    # Overflow-free: e_i - i <= 8·len(unary) < 2**32 (the raw length was bounded by n_total), shifted by k <= 31,
+    # plus a remainder sum below m·2**31 <= 2**62, plus i: below 2**63. Each gap is >= 0, so positions increase
+    # strictly, and the last one of each chunk below n_total bounds them all.
+    for start in range(0, unary.size, _RICE_CHUNK_BYTES):
+        ends = np.flatnonzero(np.unpackbits(unary[start : start + _RICE_CHUNK_BYTES], bitorder="little").view(bool))
+        count = ends.size
+        if not count:
+            continue
+        if found + count > m:
+            raise DecodeError(f"{what}: expected {m} Rice codes (one bits in the unary stream), found more")
+        ends += 8 * start
+        last_one = int(ends[-1])
+        index = np.arange(found, found + count, dtype=np.int64)
+        ends -= index
+        ends <<= k
+        if words is not None:
+            fields = _read_bit_fields(words, index, k)
+            np.cumsum(fields, out=fields)
+            fields += remainder_sum
+            remainder_sum = int(fields[-1])
+            ends += fields
+            del fields
+        ends += index
+        if int(ends[-1]) >= n_total:
+            before = int(positions[found - 1]) if found else -1
+            if int(np.diff(ends, prepend=before).max()) > n_total:  # a gap g = difference - 1 >= n_total
+                raise DecodeError(f"{what}: a position gap exceeds the layer size {n_total}")
+            raise DecodeError(f"{what}: expected positions below {n_total}, found {int(ends[-1])}")
+        positions[found : found + count] = ends
+        found += count
+    if found != m:
+        raise DecodeError(f"{what}: expected {m} Rice codes (one bits in the unary stream), found {found}")
+    if last_one < 8 * unary.size - 8:
+        raise DecodeError(f"{what}: unary stream has trailing zero bytes after its last code")
     return positions
 
 
-def _read_bit_fields(data: np.ndarray, m: int, k: int) -> np.ndarray:
-    """Return the m consecutive k-bit LSB-first fields of ``data`` (1 <= k <= 31) as int64, shape (m,).
+def _read_bit_fields(words: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:
+    """Return the k-bit LSB-first fields number ``index`` (int64) of a bit stream (1 <= k <= 31), as int64.
 
-    Field i starts at bit i·k: it is read as the little-endian 8-byte word at byte (i·k) >> 3, shifted right
-    by (i·k) & 7 and masked to k bits (7 + 31 < 64). Memory is O(m) words, whatever k is: unpacking to one
-    byte a bit would cost 8·k bytes a field.
+    ``words`` holds the little-endian 8-byte word at every byte of the stream (zero-padded past its end).
+    Field i starts at bit i·k: it is the word at byte (i·k) >> 3, shifted right by (i·k) & 7 and masked to k
+    bits (7 + 31 < 64). Memory is a few words per field, in place where numpy allows.
     """
-    padded = np.zeros(data.size + 8, dtype=np.uint8)  # 8 zero bytes: the last word may run past the data
-    padded[: data.size] = data
-    words = np.ndarray(shape=(data.size + 1,), dtype="<u8", buffer=padded, strides=(1,))  # word at every byte
-    starts = np.arange(m, dtype=np.int64) * k
-    fields = (words[starts >> 3] >> (starts & 7).astype(np.uint64)) & np.uint64((1 << k) - 1)
-    return fields.astype(np.int64)
+    starts = index * k
+    fields = words[starts >> 3]
+    starts &= 7
+    fields >>= starts.view(np.uint64)
+    fields &= np.uint64((1 << k) - 1)
+    return fields.view(np.int64)
