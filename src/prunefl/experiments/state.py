@@ -8,7 +8,8 @@ A run state is collected from the parts' own ``state_dict()`` hooks, between two
 * every client (:meth:`prunefl.fl.client.ClientState.state_dict`: batch stream and its generator, augmentation
   generator, importance accumulator, momentum buffers, cached masks) where the engine holds them
   (:attr:`prunefl.engines.simulation.SimulationEngine.holds_client_states`: in-process; a Flower node keeps
-  its client's state in its own ``context.state``, so a Flower server's checkpoint has none);
+  its client's state in its own ``context.state``, and the Flower engine fetches them from the nodes first,
+  ``sync_clients``; an engine that overrides ``deliver`` without that has none);
 * the simulated clock, the rounds done, the wall seconds so far, torch's global generator, the run's initial
   weights, the kernel break-even table (measured once: a resumed run must choose the same kernels), what the
   method's ``before_fl`` put in the summary, and where ``metrics.jsonl`` ended (bytes, rows, SHA-256).
