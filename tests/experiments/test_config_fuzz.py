@@ -8,8 +8,10 @@ Documents are built from the real schema (every section and key of :class:`RunCo
 of the field's own type (so that many load, and the round trip is exercised), half the time with values of any
 type: NaN, infinities, integers past int64 and past Python's 4300-digit limit, NUL and other control characters,
 lone surrogates (only ``--set`` can carry them: a file is UTF-8), unicode, nested arrays and inline tables, and raw
-nesting thousands of levels deep. Another target throws TOML-ish token soup at the parser. Examples are
-derandomised, so CI runs the same 11,000 cases every time (about 30-40 s on one core).
+nesting thousands of levels deep. Another target throws TOML-ish token soup at the parser. Every 8th case also
+checks the load's peak Python allocation (tracemalloc) stays under the stated bound, 4 MiB + 32 bytes per byte of
+input (what tomllib itself needs for a text of empty tables; tests/experiments/test_config_validation.py checks the
+worst shapes at 64 KiB). Examples are derandomised, so CI runs the same 11,000 cases every time (about 40 s of CPU).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+import tracemalloc
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -197,16 +200,32 @@ def _document_text(doc: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------ the property
 
 
-OUTCOMES: dict[str, int] = {"loaded": 0, "refused": 0}
+OUTCOMES: dict[str, int] = {"loaded": 0, "refused": 0, "traced": 0, "max_peak_bytes": 0}
+TRACE_EVERY = 8  # tracemalloc slows a load several times over: every 8th case is traced
+PEAK_BASE_BYTES, PEAK_BYTES_PER_INPUT_BYTE = 4 << 20, 32  # the stated bound on a load's peak Python allocation
 
 
-def _loads_or_refuses(load: Callable[[], RunConfig]) -> None:
-    """``load()`` returns a config that round-trips through dump_toml, or raises ConfigError; nothing else."""
+def _loads_or_refuses(load: Callable[[], RunConfig], input_bytes: int) -> None:
+    """``load()`` returns a config that round-trips through dump_toml, or raises ConfigError; nothing else.
+
+    Every TRACE_EVERY-th case also checks the load's peak allocation against the bound for ``input_bytes``.
+    """
+    traced = (OUTCOMES["loaded"] + OUTCOMES["refused"]) % TRACE_EVERY == 0
+    if traced:
+        tracemalloc.start()
     try:
         cfg = load()
     except ConfigError:
         OUTCOMES["refused"] += 1
         return
+    finally:
+        if traced:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            OUTCOMES["traced"] += 1
+            OUTCOMES["max_peak_bytes"] = max(OUTCOMES["max_peak_bytes"], peak)
+            bound = PEAK_BASE_BYTES + PEAK_BYTES_PER_INPUT_BYTE * input_bytes
+            assert peak <= bound, f"a load of {input_bytes} bytes allocated {peak} bytes, more than {bound}"
     OUTCOMES["loaded"] += 1
     text = dump_toml(cfg)
     assert config_from_dict(tomllib.loads(text)) == cfg
@@ -222,9 +241,10 @@ def config_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @given(doc=_entries())
 def test_random_documents_load_or_raise_config_error(config_path: Path, doc: dict[str, Any]) -> None:
     # Prepare
-    config_path.write_text(_document_text(doc), encoding="utf-8")
+    text = _document_text(doc)
+    config_path.write_text(text, encoding="utf-8")
     # Execute / Assert
-    _loads_or_refuses(lambda: load_config(config_path))
+    _loads_or_refuses(lambda: load_config(config_path), len(text.encode()))
 
 
 _OVERRIDE_KEYS = st.one_of(
@@ -249,7 +269,8 @@ _PLAUSIBLE_OVERRIDE = st.sampled_from(sorted(_PLAUSIBLE, key=str)).flatmap(
        | st.lists(_PLAUSIBLE_OVERRIDE, max_size=6))  # fmt: skip
 def test_random_set_lists_load_or_raise_config_error(overrides: list[tuple[str, str]]) -> None:
     # Execute / Assert
-    _loads_or_refuses(lambda: load_config(None, [f"{key}={text}" for key, text in overrides]))
+    items = [f"{key}={text}" for key, text in overrides]
+    _loads_or_refuses(lambda: load_config(None, items), sum(len(item) * 4 for item in items))  # <= 4 bytes a char
 
 
 _TOKENS = st.sampled_from([
@@ -262,9 +283,10 @@ _TOKENS = st.sampled_from([
 @given(tokens=st.lists(_TOKENS, max_size=120))
 def test_token_soup_loads_or_raises_config_error(config_path: Path, tokens: list[str]) -> None:
     # Prepare
-    config_path.write_text("".join(tokens), encoding="utf-8")
+    text = "".join(tokens)
+    config_path.write_text(text, encoding="utf-8")
     # Execute / Assert
-    _loads_or_refuses(lambda: load_config(config_path))
+    _loads_or_refuses(lambda: load_config(config_path), len(text.encode()))
 
 
 @_fuzz_settings(N_DEEP)
@@ -278,13 +300,14 @@ def test_deep_nesting_is_refused_without_exhausting_the_stack(
 ) -> None:
     # Prepare: up to 20,000 levels, 20 times Python's recursion limit (and a dotted key that tomllib would keep
     # 20,000 prefixes of)
-    config_path.write_text("x = " + opener * depth + closer * depth + "\n", encoding="utf-8")
+    text = "x = " + opener * depth + closer * depth + "\n"
+    config_path.write_text(text, encoding="utf-8")
     # Execute / Assert
-    _loads_or_refuses(lambda: load_config(config_path))
+    _loads_or_refuses(lambda: load_config(config_path), len(text))
 
 
 def test_fuzzers_reached_both_outcomes() -> None:
     # Assert (after the targets above ran in this module): the documents were not all refused, nor all loaded
-    if sum(OUTCOMES.values()) < N_DOCUMENTS:
+    if OUTCOMES["loaded"] + OUTCOMES["refused"] < N_DOCUMENTS:
         pytest.skip("run with the fuzz targets above")
-    assert OUTCOMES["loaded"] > 500 and OUTCOMES["refused"] > 500, OUTCOMES
+    assert OUTCOMES["loaded"] > 500 and OUTCOMES["refused"] > 500 and OUTCOMES["traced"] > 1000, OUTCOMES

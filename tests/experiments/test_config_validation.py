@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,37 @@ def test_config_file_over_one_mib_is_refused_unread(tmp_path: Path) -> None:
     # Execute / Assert
     with pytest.raises(ConfigError, match=f"is larger than {MAX_CONFIG_BYTES} bytes"):
         load_config(path)
+
+
+_K = 64 << 10  # 64 KiB: the bound is linear in the size, so a 64 KiB text shows it for 1 MiB too
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x = [" + "{}," * (_K // 3 - 4) + "]\n",  # empty inline tables: tomllib's costliest objects per byte
+        "[fl]\ntarget_accuracies = [" + "1," * (_K // 2 - 16) + "]\n",  # the most list entries per byte
+        'name = "' + '\\"' * (_K // 2 - 8) + '"\n',  # escapes: a backtracking regex would keep ~100 B each
+        'name = """' + '""x' * (_K // 3 - 8) + '"""\n',  # lone quotes in a multi-line string, likewise
+        "x = " + "[" * (_K - 8) + "\n",  # brackets: the nesting scan's arrays
+        "".join(f"k{i} = 1\n" for i in range(_K // 10)),  # many keys
+    ],
+)
+def test_loading_a_hostile_file_allocates_at_most_32_bytes_per_byte_plus_4_mib(tmp_path: Path, text: str) -> None:
+    # Prepare
+    path = tmp_path / "c.toml"
+    path.write_text(text, encoding="utf-8")
+    size = path.stat().st_size
+    # Execute
+    tracemalloc.start()
+    try:
+        load_config(path)
+    except ConfigError:
+        pass
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # Assert: the bound test_config_fuzz.py checks on every 8th random input
+    assert peak <= (4 << 20) + 32 * size, (peak, size)
 
 
 def test_config_file_that_is_not_utf8_or_unreadable_is_config_error(tmp_path: Path) -> None:

@@ -185,7 +185,8 @@ class FLConfig:
         Value a regrown weight restarts from: the stale server value (official) or 0 (spec D5)
         (default: "stale").
     target_accuracies : list of float
-        Test accuracies whose first crossing is reported in the summary (default: [0.8, 0.85]).
+        Test accuracies whose first crossing is reported in the summary, at most 100, each in (0, 1]
+        (default: [0.8, 0.85]).
     kernels : {"masked", "auto"}
         ``masked``: every layer trains dense with masks. ``auto``: at the start the run measures, for each
         prunable ``nn.Linear``, the density below which the CSR kernel beats masked dense on this machine
@@ -246,8 +247,10 @@ class FLConfig:
         _check(0 < self.lr_step_gamma <= 1, "fl.lr_step_gamma", self.lr_step_gamma, "must be in (0, 1]")
         _check(0 <= self.momentum < 1, "fl.momentum", self.momentum, "must be in [0, 1)")
         _check(self.eval_every >= 1, "fl.eval_every", self.eval_every, "must be >= 1")
-        for t in self.target_accuracies:
-            _check(0 < t <= 1, "fl.target_accuracies", list(self.target_accuracies), "entries must be in (0, 1]")
+        _check(len(self.target_accuracies) <= 100, "fl.target_accuracies", f"{len(self.target_accuracies)} entries",
+               "must hold at most 100 entries")
+        _check(all(0 < t <= 1 for t in self.target_accuracies), "fl.target_accuracies", list(self.target_accuracies),
+               "entries must be in (0, 1]")
         _check(self.min_valid_replies >= 1, "fl.min_valid_replies", self.min_valid_replies, "must be >= 1")
         _check(
             math.isfinite(self.max_update_norm_ratio) and self.max_update_norm_ratio >= 0,
@@ -718,11 +721,13 @@ def _toml_value(v: Any) -> str:
 # take up to two more quotes), so that what is left after taking them out holds every bracket and dotted key that
 # nests. The alternatives are tried left to right at each position: a '#' inside a string is not a comment. An
 # unclosed string runs to the end of its line (or of the text), where tomllib stops with an error anyway; each
-# alternative ends at its first chance, so the scan is linear in the text, whatever the text.
+# alternative ends at its first chance, so the scan is linear in the text, whatever the text. Loops are unrolled
+# (a run of plain characters, then one escape or lone quote at a time) and possessive (*+): the regex engine would
+# otherwise keep a backtracking entry per iteration, ~100 bytes per character of a long string of escapes.
 _TOML_STRINGS_AND_COMMENTS = re.compile(
-    r'"""(?:[^"\\]|\\[\s\S]?|"(?!""))*(?:"""(?:"{1,2})?|\Z)'
+    r'"""[^"\\]*+(?:(?:\\[\s\S]?|"(?!""))[^"\\]*+)*+(?:"""(?:"{1,2})?|\Z)'
     r"|'''[\s\S]*?(?:'''(?:'{1,2})?|\Z)"
-    r'|"(?:[^"\\\n]|\\[^\n]?)*(?:"|(?=\n)|\Z)'
+    r'|"[^"\\\n]*+(?:\\[^\n]?[^"\\\n]*+)*+(?:"|(?=\n)|\Z)'
     r"|'[^'\n]*(?:'|(?=\n)|\Z)"
     r"|#[^\n]*"
 )
@@ -743,10 +748,12 @@ def _check_toml_text(text: str, where: str) -> None:
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{where} is larger than {MAX_CONFIG_BYTES} bytes; a config is a few KB")
     code = _TOML_STRINGS_AND_COMMENTS.sub("s", text)
-    raw = np.frombuffer(code.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    step = np.isin(raw, _OPENERS).astype(np.int64) - np.isin(raw, _CLOSERS).astype(np.int64)
-    level = np.cumsum(step)  # (n_bytes,) nesting after each byte; a surplus closer cannot lower later nesting:
-    depth = level - np.minimum(np.minimum.accumulate(level), 0) if level.size else level
+    step = _BRACKET_STEP[np.frombuffer(code.encode("utf-8", "surrogatepass"), dtype=np.uint8)]  # (n_bytes,)
+    step = step[step != 0]  # (n_brackets,) +1 for [ {, -1 for ] }
+    depth = np.cumsum(step, dtype=np.int32)  # nesting after each bracket
+    if depth.size:  # a surplus closer (a parse error) cannot lower the nesting counted after it
+        floor = np.minimum.accumulate(depth)
+        np.subtract(depth, np.minimum(floor, 0, out=floor), out=depth)
     parts = max((run.group().count(".") + 1 for run in _KEY_RUN.finditer(code)), default=0)
     deepest = max(int(depth.max(initial=0)), parts)
     if deepest > MAX_TOML_NESTING:
@@ -756,8 +763,9 @@ def _check_toml_text(text: str, where: str) -> None:
         )
 
 
-_OPENERS = np.frombuffer(b"[{", dtype=np.uint8)
-_CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)
+_BRACKET_STEP = np.zeros(256, dtype=np.int8)  # byte -> its change of nesting
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+_BRACKET_STEP[[ord("]"), ord("}")]] = -1
 
 
 def _check_value(key: str, value: Any) -> None:
