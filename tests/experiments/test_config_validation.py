@@ -23,6 +23,7 @@ from prunefl.experiments.config import (
     RunConfig,
     TimingConfig,
     config_from_dict,
+    config_from_toml,
     dump_toml,
     load_config,
 )
@@ -203,6 +204,24 @@ def test_config_file_that_is_not_utf8_or_unreadable_is_config_error(tmp_path: Pa
     if os.geteuid() != 0:  # root reads anything
         with pytest.raises(ConfigError, match="cannot be read"):
             load_config(unreadable)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("a" + ".a" * 100_000 + " = 1", "run message nests 100001 levels deep"),  # would cost tomllib O(n²) memory
+        ("x = " + "{a = " * 2000, "run message nests 2000 levels deep"),
+        ("#" * (MAX_CONFIG_BYTES + 1), f"run message is larger than {MAX_CONFIG_BYTES} bytes"),
+        ("[fl\n", "run message is not valid TOML"),
+        ("[fl]\nlr = inf", "fl.lr must be a finite number, got inf"),
+    ],
+)
+def test_config_from_toml_text_gets_the_file_checks(text: str, fragment: str) -> None:
+    # Execute
+    with pytest.raises(ConfigError) as info:
+        config_from_toml(text, "run message")
+    # Assert
+    assert fragment in str(info.value)
 
 
 def test_python_api_gets_the_same_rules_as_files() -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "RunConfig",
     "load_config",
     "config_from_dict",
+    "config_from_toml",
     "config_to_dict",
     "apply_overrides",
     "dump_toml",
@@ -507,15 +508,28 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{where} is not valid TOML: not UTF-8 text ({exc})") from exc
-        _check_toml_text(text, where)
-        try:
-            raw = tomllib.loads(text)
-        # Beyond TOMLDecodeError: an integer of > 4300 digits is a ValueError, and a RecursionError is the
-        # backstop should the nesting check above ever miss a form of nesting.
-        except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
-            raise ConfigError(f"{where} is not valid TOML: {exc}") from exc
+        raw = _parse_toml(text, where)
     raw = apply_overrides(raw, overrides)
     return config_from_dict(raw)
+
+
+def config_from_toml(text: str, where: str = "config text") -> RunConfig:
+    """Build a validated :class:`RunConfig` from TOML text that came from anywhere (a run folder, a message).
+
+    The text gets a config file's checks: at most :data:`MAX_CONFIG_BYTES`, nested at most
+    :data:`MAX_TOML_NESTING` deep (before the parser runs), then every value's.
+
+    Raises
+    ------
+    ConfigError
+        Anything wrong with the text; the message names ``where``, or the key and value.
+
+    Examples
+    --------
+    >>> config_from_toml("seed = 3").seed
+    3
+    """
+    return config_from_dict(_parse_toml(text, where))
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -629,6 +643,17 @@ def _resolve_key(key: str) -> tuple[str | None, str]:
     raise ConfigError(
         f"unknown config key {_show(key)} (use section.key, e.g. fl.rounds; sections: {', '.join(_SECTIONS)})"
     )
+
+
+def _parse_toml(text: str, where: str) -> dict[str, Any]:
+    """``tomllib.loads(text)`` after the size and nesting checks; every failure a ConfigError naming ``where``."""
+    _check_toml_text(text, where)
+    try:
+        return tomllib.loads(text)
+    # Beyond TOMLDecodeError: an integer of > 4300 digits is a ValueError, and a RecursionError is the backstop
+    # should the nesting check ever miss a form of nesting.
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from exc
 
 
 def _parse_literal(key: str, text: str) -> Any:
