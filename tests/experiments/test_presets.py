@@ -20,7 +20,7 @@ from prunefl.pruning.methods import all_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGED = Path(prunefl.__file__).resolve().parent / "presets"
-EXPECTED = ("celeba-conv4", "cifar10-vgg11", "femnist-conv2", "fmnist-conv2", "imagenet100-resnet18")
+EXPECTED = ("celeba-conv4", "cifar10-vgg11", "digits-flower", "femnist-conv2", "fmnist-conv2", "imagenet100-resnet18")
 
 
 def test_preset_name_resolves_to_packaged_file() -> None:

@@ -40,3 +40,19 @@ def test_bad_run_config_raises_config_error(run_config: dict, match: str) -> Non
 def test_node_without_valid_partition_raises_config_error(node_config: dict) -> None:
     with pytest.raises(ConfigError, match="partition-id"):
         node_partition(node_config, num_clients=2)
+
+
+def test_app_defaults_do_not_override_the_preset() -> None:
+    # Prepare: what Flower passes on every run: every key the app's pyproject lists, with its default
+    import tomllib
+    from pathlib import Path
+
+    app = tomllib.loads((Path(__file__).parents[3] / "flower-app" / "pyproject.toml").read_text())
+    defaults = dict(app["tool"]["flwr"]["app"]["config"])
+
+    # Execute
+    config, _ = parse_run_config({**defaults, "prunefl.config": "digits-flower"})
+
+    # Assert: only deployment keys are listed, and the preset's values survive them
+    assert all(key.startswith("prunefl.") for key in defaults)
+    assert config.data.num_clients == 2 and config.fl.rounds == 3 and config.data.dataset == "digits"
