@@ -124,17 +124,20 @@ class Deployment:
                                   "--host", "127.0.0.1", "--port", str(self.port)])
         self._wait_port(self.port, "superlink")
 
-    def start_supernode(self, partition: int) -> None:
-        name = f"supernode-{partition}"
+    def start_supernode(self, partition: int, register: bool = True, name: str = "") -> str:
+        """Start a SuperNode for ``partition``; with ``secure``, its key is registered unless ``register`` is false."""
+        name = name or f"supernode-{partition}"
         if self.secure:
             private, public = make_node_keys(self.folder / "keys", name)
-            self.flwr("supernode", "register", str(public), "test")
+            if register:
+                self.flwr("supernode", "register", str(public), "test")
             tls = ["--root-certificates", str(self.ca), "--auth-supernode-private-key", str(private)]
         else:
             tls = ["--insecure"]
         self._start(name, [str(BIN / "flower-supernode"), *tls, "--superlink", f"127.0.0.1:{self.port}",
                            "--host", "127.0.0.1", "--port", str(free_port()),
                            "--node-config", f"partition-id={partition}"])
+        return name
 
     def stop(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Stop one process tree by its group id (SIGKILL: a device that vanishes)."""

@@ -60,13 +60,18 @@ def _deploy_and_compare(tmp_path: Path, secure: bool) -> None:
         d.start_superlink()
         d.start_supernode(0)
         d.start_supernode(1)
+        if secure:  # a node whose key was never registered claims partition 1 too
+            intruder = d.start_supernode(1, register=False, name="intruder")
 
         # Execute
         run_id = d.submit(_run_config(OVERRIDES, run_dir))
         status = d.wait(run_id, timeout=600)
 
-        # Assert: the run completed (flwr run's exit code says nothing about that)
+        # Assert: the run completed (flwr run's exit code says nothing about that); the intruder was refused
         assert status == "finished:completed", d.run_log(run_id)[-4000:]
+        if secure:
+            code = d.procs[intruder].wait(timeout=120)
+            assert code != 0 and "Failed to activate SuperNode" in d.log(intruder), d.log(intruder)[-2000:]
     sim, flower = _rows(tmp_path / "sim"), _rows(run_dir)
     assert len(sim) == len(flower)
     for a, b in zip(sim, flower):
