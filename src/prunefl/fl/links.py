@@ -255,18 +255,37 @@ class ClientLink:
         """The masks of the last instruction decoded (None: none yet)."""
         return self._masks
 
-    def decode_ins(self, message: TrainMessage) -> TrainIns:
+    def decode_ins(
+        self,
+        message: TrainMessage,
+        *,
+        expected_shapes: Mapping[str, tuple[int, ...]] | None = None,
+        expected_dtypes: Mapping[str, np.dtype] | None = None,
+    ) -> TrainIns:
         """Decode an instruction, with the cached masks where it omits them, and cache its masks and version.
+
+        Parameters
+        ----------
+        message : TrainMessage
+            The server's instruction.
+        expected_shapes, expected_dtypes : Mapping or None
+            The entries, shapes and dtypes of the client's own model state (mask buffers excluded,
+            :meth:`prunefl.fl.round.ClientWorkspace.expected_entries`): the instruction must hold exactly
+            them, checked on the message's table before anything is allocated, so a server cannot make the
+            client allocate more than its model's dense size (default: None: only the codec's
+            :class:`~prunefl.sparse.codec.DecodeLimits` bound it).
 
         Raises
         ------
         DecodeError
-            The bytes are malformed, or the message omits masks that this client does not hold (its cached
-            version differs from ``message.mask_version``). The cache is left unchanged.
+            The bytes are malformed or for another model, or the message omits masks that this client does not
+            hold (its cached version differs from ``message.mask_version``). The cache is left unchanged.
         """
         known = self._masks if self._mask_version == message.mask_version else None
         try:
-            ins = decode_train_ins(message.data, known_masks=known)
+            ins = decode_train_ins(
+                message.data, known_masks=known, expected_shapes=expected_shapes, expected_dtypes=expected_dtypes
+            )
         except DecodeError as error:
             if known is None:  # the likelier cause: a lost instruction, or a client restarted without its state
                 held = "no masks" if self._mask_version is None else f"version {self._mask_version}"

@@ -47,7 +47,7 @@ from prunefl.fl.validate import (
 )
 from prunefl.pruning.methods.base import AggregateView, ClientView, Decision, Method
 from prunefl.seeds import CLIENT_HOOK_STREAM, rng
-from prunefl.sparse.masks import density, kept_counts, layer_densities
+from prunefl.sparse.masks import MASK_SUFFIX, density, kept_counts, layer_densities
 from prunefl.timing.clock import DeviceProfile
 
 __all__ = ["ClientWorkspace", "Replies", "RoundPlan", "RoundResult", "RoundProtocol", "client_round", "apply_decision"]
@@ -73,6 +73,35 @@ class ClientWorkspace:
     loss_fn: LossFn
     seed: int = 0
     swap_cache: SwapCache = field(default_factory=SwapCache)
+    _expected: tuple[dict[str, tuple[int, ...]], dict[str, np.dtype]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def expected_entries(self) -> tuple[dict[str, tuple[int, ...]], dict[str, np.dtype]]:
+        """The shapes and dtypes an instruction's state must have: the model's state, mask buffers excluded.
+
+        A client decodes the server's instruction against them (``expected_shapes`` / ``expected_dtypes`` of
+        :func:`prunefl.sparse.codec.decode_train_ins`), so an instruction for another model (larger, another
+        dtype, an extra entry) is refused before anything is allocated, and the memory a decode allocates is
+        bounded by this model's dense size, whatever the server sends. Computed on the first call and cached:
+        the workspace's model keeps its entries for its lifetime (a kernel swap is undone within the round).
+
+        Examples
+        --------
+        >>> shapes, dtypes = ClientWorkspace(nn.Linear(3, 2), None, None).expected_entries()  # no data needed here
+        >>> shapes, dtypes["weight"]
+        ({'weight': (2, 3), 'bias': (2,)}, dtype('float32'))
+        """
+        if self._expected is None:
+            params = {name for name, _ in self.model.named_parameters()}
+            shapes, dtypes = {}, {}
+            for key, value in self.model.state_dict().items():  # one entry per tensor (~10-60), not per element
+                if key.endswith(MASK_SUFFIX) and key[: -len(MASK_SUFFIX)] in params:
+                    continue  # a mask buffer: masks travel in the instruction's own section
+                shapes[key] = tuple(value.shape)
+                dtypes[key] = np.dtype(str(value.dtype).removeprefix("torch."))
+            self._expected = (shapes, dtypes)
+        return self._expected
 
 
 @dataclass(frozen=True)
@@ -402,9 +431,11 @@ def client_round(
     Raises
     ------
     DecodeError
-        The instruction is malformed, or omits masks this client does not hold.
+        The instruction is malformed, is for another model (its entries' names, shapes or dtypes differ from the
+        workspace model's), or omits masks this client does not hold.
     """
-    ins = client.link.decode_ins(message)
+    shapes, dtypes = workspace.expected_entries()
+    ins = client.link.decode_ins(message, expected_shapes=shapes, expected_dtypes=dtypes)
     res = client_step(
         workspace.model, ins, client, workspace.dataset, workspace.loss_fn,
         sparse_layers=sparse_layers, swap_cache=workspace.swap_cache, mask_version=message.mask_version,

@@ -121,15 +121,18 @@ def handle_setup(content: RecordDict, context: Context) -> RecordDict:
     Raises
     ------
     DecodeError
-        The instruction is malformed or for another partition, or the method does not run ``before_fl`` at this
-        node's partition (the server and the node disagree on the selected client).
+        The instruction is malformed, for another partition or for another model (entries, shapes or dtypes other
+        than this node's model's), or the method does not run ``before_fl`` at this node's partition (the server and the node disagree on the selected client).
     ConfigError
         The run config is invalid, or the node's partition id is missing or out of range.
     """
     config, _ = parse_run_config(context.run_config)
     partition_id = node_partition(context.node_config, config.data.num_clients)
-    ins = decode_train_ins(decode_setup_instruction(content, partition_id))
     node = _node(dump_toml(config))
+    shapes, dtypes = node.workspace.expected_entries()  # the server's model must be this node's: bounds the decode
+    ins = decode_train_ins(
+        decode_setup_instruction(content, partition_id), expected_shapes=shapes, expected_dtypes=dtypes
+    )
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     view = SetupView(
