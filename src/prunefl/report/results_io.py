@@ -10,13 +10,12 @@ import json
 import logging
 import math
 import os
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from prunefl.errors import DataError
+from prunefl.errors import ConfigError, DataError
 from prunefl.metrics import (  # noqa: F401  (re-exported for the other report modules)
     K_ADDED,
     K_DENSITY,
@@ -246,7 +245,8 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     Raises
     ------
     DataError
-        If the file is missing or is not valid TOML.
+        If the file is missing, is larger than the config loader's ``MAX_CONFIG_BYTES`` or nested deeper than its
+        ``MAX_TOML_NESTING`` (checked before the parser runs), or is not valid TOML; the message names the file.
 
     Examples
     --------
@@ -257,12 +257,15 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     ...     read_config(d)
     {'seed': 0, 'fl': {'rounds': 30}}
     """
+    # the config loader's bounds (size, then nesting before the parser): the file may come from anyone
+    from prunefl.experiments.config import MAX_CONFIG_BYTES, _parse_toml
+
     file = Path(run_dir)
     if file.is_dir():
         file = file / CONFIG_FILE
     try:
-        return tomllib.loads(_read_text(file))
-    except tomllib.TOMLDecodeError as exc:
+        return _parse_toml(_read_text(file, max_bytes=MAX_CONFIG_BYTES), str(file))
+    except ConfigError as exc:
         raise DataError(f"{file}: expected the resolved run configuration as TOML, got: {exc}") from exc
 
 
@@ -316,9 +319,16 @@ def target_accuracies(summaries: Iterable[Mapping[str, Any]]) -> list[float]:
     return sorted({float(t[K_TARGET_ACCURACY]) for s in summaries for t in s.get(K_TARGETS) or []})
 
 
-def _read_text(file: Path) -> str:
+def _read_text(file: Path, max_bytes: int | None = None) -> str:
+    """The file's UTF-8 text; with ``max_bytes``, a larger file is refused after reading at most one byte more."""
     try:
-        return file.read_text(encoding="utf-8")
+        if max_bytes is None:
+            return file.read_text(encoding="utf-8")
+        with file.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise DataError(f"{file}: larger than {max_bytes} bytes; a resolved run configuration is a few KB")
+        return data.decode("utf-8")
     except FileNotFoundError as exc:
         raise DataError(f"{file}: not found; expected a results folder written by `prunefl run`") from exc
     except UnicodeDecodeError as exc:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import time
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +45,7 @@ from prunefl.engines.flower.records import (
 )
 from prunefl.engines.simulation import new_client_state
 from prunefl.errors import DecodeError
-from prunefl.experiments.config import RunConfig, config_from_dict, dump_toml
+from prunefl.experiments.config import RunConfig, config_from_toml, dump_toml
 from prunefl.experiments.runner import (
     build_devices,
     build_model_state,
@@ -217,7 +216,7 @@ class _Node:
 @functools.lru_cache(maxsize=2)
 def _node(config_toml: str) -> _Node:
     """Build (once per process and config) the node's data, workspace and method; keyed by the resolved config."""
-    config: RunConfig = config_from_dict(tomllib.loads(config_toml))
+    config: RunConfig = config_from_toml(config_toml, "the node's resolved run config")
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     dataset = load_run_dataset(config)
