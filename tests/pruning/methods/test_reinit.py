@@ -185,7 +185,7 @@ def test_reference_init_that_does_not_fit_the_model_is_a_config_error() -> None:
 
 
 def test_seed_offset_zero_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="reinit.seed_offset must be >= 1"):
+    with pytest.raises(ConfigError, match=r"reinit.seed_offset must be in \[1, 2\^32 - 1\]"):
         ReinitSettings(seed_offset=0)
 
 

@@ -85,12 +85,13 @@ class FedDSTSettings:
         α in [0, 1], the readjustment fraction at round 0: the fraction of each layer's kept weights a client
         drops and regrows (default: 0.05, the official MNIST command; its CIFAR-10 command uses 0.01).
     interval : int
-        ΔR ≥ 1, FL rounds between readjustments (default: 10, the official ``--rounds-between-readjustments``).
+        ΔR in [1, 10^6] (``fl.rounds``' bound), FL rounds between readjustments (default: 10, the official
+        ``--rounds-between-readjustments``).
     first_round : int
-        The first readjustment round, ≥ 0; readjustments fall at rounds first_round + i·ΔR while α_t > 0
+        The first readjustment round, in [0, 10^6]; readjustments fall at rounds first_round + i·ΔR while α_t > 0
         (default: 1: the official code readjusts when (r − 1) mod ΔR = 0).
     end_round : int
-        R_end ≥ 0, the round at which the cosine annealing reaches 0 and readjustment stops; 0 means half the
+        R_end in [0, 10^6], the round at which the cosine annealing reaches 0 and readjustment stops; 0 means half the
         run's rounds, ⌊R/2⌋ (default: 0, the official ``--rate-decay-end``).
     distribution : {"erk", "uniform"}
         How the target density is spread over layers: Erdős–Rényi-Kernel (RigL's: density of layer l ∝
@@ -112,9 +113,10 @@ class FedDSTSettings:
 
     def __post_init__(self) -> None:
         _check(0 <= self.alpha <= 1, "feddst.alpha", self.alpha, "must be in [0, 1]")
-        _check(self.interval >= 1, "feddst.interval", self.interval, "must be >= 1")
-        _check(self.first_round >= 0, "feddst.first_round", self.first_round, "must be >= 0")
-        _check(self.end_round >= 0, "feddst.end_round", self.end_round, "must be >= 0 (0 = half the rounds)")
+        _check(1 <= self.interval <= 10**6, "feddst.interval", self.interval, "must be in [1, 10^6]")
+        _check(0 <= self.first_round <= 10**6, "feddst.first_round", self.first_round, "must be in [0, 10^6]")
+        _check(0 <= self.end_round <= 10**6, "feddst.end_round", self.end_round,
+               "must be in [0, 10^6] (0 = half the rounds)")
         _check(self.distribution in ("erk", "uniform"), "feddst.distribution", self.distribution,
                "must be 'erk' or 'uniform'")
 

@@ -32,7 +32,8 @@ class IterativeSettings:
     Attributes
     ----------
     prunes : int
-        How many times the model is pruned, ≥ 1 (NUM_ITERATIVE_PRUNING) (default: 20).
+        How many times the model is pruned, in [1, 100 000] (NUM_ITERATIVE_PRUNING); there is at most one prune
+        per round (default: 20).
     end_fraction : float
         Fraction of the FL rounds, in (0, 1), by which the last prune is done: prunes fall every
         ⌊end_fraction·R/prunes⌋ rounds (R = ``fl.rounds``), so d_final is reached at round
@@ -43,7 +44,7 @@ class IterativeSettings:
     end_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        _check(self.prunes >= 1, "iterative.prunes", self.prunes, "must be >= 1")
+        _check(1 <= self.prunes <= 100_000, "iterative.prunes", self.prunes, "must be in [1, 100000]")
         _check(0 < self.end_fraction < 1, "iterative.end_fraction", self.end_fraction, "must be in (0, 1)")
 
 

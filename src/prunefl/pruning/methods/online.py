@@ -78,16 +78,20 @@ class OnlineSettings:
     Attributes
     ----------
     max_upload : int
-        Raw training samples each selected client uploads per round (the official MAX_NUM_UPLOAD) (default: 5).
+        Raw training samples each selected client uploads per round (the official MAX_NUM_UPLOAD), at most 10^7
+        (a client uploads at most its partition) (default: 5).
     start_round : int
         First round in which k is updated and samples are uploaded; the official server starts once two test
         evaluations exist, i.e. at round 10. (Its clients send samples every round, unused before then; sending
-        them only when used changes no decision, only the bytes counted.) (default: 10).
+        them only when used changes no decision, only the bytes counted.) At most 10^6, ``fl.rounds``' bound
+        (default: 10).
     hold_rounds : int
         Rounds in a row k is held while the estimated gradient is undefined (the losses did not both fall); the
-        round after that many holds k grows by η_t (the official timer ``<= 10``, i.e. 11 holds) (default: 11).
+        round after that many holds k grows by η_t (the official timer ``<= 10``, i.e. 11 holds); at most 10^6,
+        ``fl.rounds``' bound (default: 11).
     range_every : int
-        k-updates (held rounds do not count) between attempts to narrow the range [k_min, k_max] (default: 20).
+        k-updates (held rounds do not count) between attempts to narrow the range [k_min, k_max]; at most 10^6,
+        ``fl.rounds``' bound (default: 20).
     k_min_fraction : float
         k_min = round(k_min_fraction·N), at least 1, where N is the number of prunable weights; the lower end of
         the initial range, and the floor of every later one (default: 0.002).
@@ -108,10 +112,10 @@ class OnlineSettings:
     legacy_cost_after_repruning: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.max_upload >= 1, "online.max_upload", self.max_upload, "must be >= 1")
-        _check(self.start_round >= 0, "online.start_round", self.start_round, "must be >= 0")
-        _check(self.hold_rounds >= 0, "online.hold_rounds", self.hold_rounds, "must be >= 0")
-        _check(self.range_every >= 1, "online.range_every", self.range_every, "must be >= 1")
+        _check(1 <= self.max_upload <= 10**7, "online.max_upload", self.max_upload, "must be in [1, 10^7]")
+        _check(0 <= self.start_round <= 10**6, "online.start_round", self.start_round, "must be in [0, 10^6]")
+        _check(0 <= self.hold_rounds <= 10**6, "online.hold_rounds", self.hold_rounds, "must be in [0, 10^6]")
+        _check(1 <= self.range_every <= 10**6, "online.range_every", self.range_every, "must be in [1, 10^6]")
         _check(0 < self.k_min_fraction < 1, "online.k_min_fraction", self.k_min_fraction, "must be in (0, 1)")
         _check(0 < self.k_aux_fraction < 1, "online.k_aux_fraction", self.k_aux_fraction, "must be in (0, 1)")
         _check(self.k_min_fraction < self.k_aux_fraction, "online.k_min_fraction", self.k_min_fraction,

@@ -47,12 +47,12 @@ class PruneFLSettings:
         ``round_sum``: N_c·(Σ_k g_k)² per client and round; ``legacy_last_step``: the official code's aliasing
         artefact 4·N_c·g_K² under PyTorch < 2.0 (spec §3.2, D4) (default: "round_sum").
     reconfig_interval : int
-        FL rounds between reconfigurations, ΔR (default: 50).
+        FL rounds between reconfigurations, ΔR, in [1, 10^6] (``fl.rounds``' bound) (default: 50).
     reconfig_start : {"round", "accuracy"}
         First FL reconfiguration at ``first_reconfig_round`` (official), or at the first interval boundary
         after the test accuracy reached ``reconfig_start_accuracy`` (default: "round").
     first_reconfig_round : int
-        Round of the first reconfiguration for ``reconfig_start = "round"`` (default: 50).
+        Round of the first reconfiguration for ``reconfig_start = "round"``, in [0, 10^6] (default: 50).
     reconfig_start_accuracy : float
         Test accuracy that starts reconfiguration for ``reconfig_start = "accuracy"`` (default: 0.5).
     max_decrease : float
@@ -66,24 +66,26 @@ class PruneFLSettings:
         Allow ⌊D·|J|⌋ + 1 weights, as the official code does (spec D11) (default: False).
     importance_window : int
         0: clients accumulate importance every round (the paper). w > 0: only in the w rounds up to each
-        reconfiguration, so the other rounds need no dense weight gradients (beyond the paper) (default: 0).
+        reconfiguration, so the other rounds need no dense weight gradients (beyond the paper); at most 10^6
+        (default: 0).
     ip_batches : int
-        Initial pruning uses the selected client's first this many minibatches, fixed (default: 10).
+        Initial pruning uses the selected client's first this many minibatches, fixed; at most 1000, since all
+        of them are prepared once and held in memory (default: 10).
     ip_lr : float
         Learning rate of initial pruning; 0 means ``fl.lr`` (the official INIT_LR) (default: 0.0).
     ip_start_factor : float
         Initial pruning starts reconfiguring once its training accuracy on its batches reaches
         ip_start_factor / #classes (ADJ_THR_ACC = 1.5/#classes) (default: 1.5).
     ip_check_every : int
-        IP rounds between checks of that accuracy (default: 10).
+        IP rounds between checks of that accuracy, in [1, 10^6] (default: 10).
     ip_interval : int
-        IP rounds between IP reconfigurations (default: 50).
+        IP rounds between IP reconfigurations, in [1, 10^6] (default: 50).
     ip_max_rounds : int
-        Upper bound on IP rounds (default: 1000).
+        Upper bound on IP rounds, in [1, 10^6] (default: 1000).
     ip_density_tolerance : float
         A reconfiguration is "stable" when |d/d_prev − 1| is at most this (default: 0.1).
     ip_stable_reconfigs : int
-        IP stops after this many consecutive stable reconfigurations (default: 5).
+        IP stops after this many consecutive stable reconfigurations, in [1, 10^6] (default: 5).
     ip_max_decrease : float
         δ during initial pruning, constant (default: 0.3).
     ip_client_choice : {"fixed", "balanced"}
@@ -92,7 +94,8 @@ class PruneFLSettings:
         labels have the highest entropy (most evenly held), ties to the lower id — so initial pruning sees every
         class wherever the split puts them (default: "fixed").
     ip_client : int
-        The selected client for ``ip_client_choice = "fixed"`` (default: 0).
+        The selected client for ``ip_client_choice = "fixed"``, in [0, 10^5) (``data.num_clients``' bound)
+        (default: 0).
     ip_node : {"client", "server"}
         Which device's speed initial pruning is charged at: the selected client's own profile, or a server
         ``ip_server_speedup`` times faster (the official prototype ran IP on the server) (default: "client").
@@ -130,8 +133,10 @@ class PruneFLSettings:
     charge_ip_time: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.reconfig_interval >= 1, "pruning.reconfig_interval", self.reconfig_interval, "must be >= 1")
-        _check(self.first_reconfig_round >= 0, "pruning.first_reconfig_round", self.first_reconfig_round, "must be >= 0")
+        _check(1 <= self.reconfig_interval <= 10**6, "pruning.reconfig_interval", self.reconfig_interval,
+               "must be in [1, 10^6]")
+        _check(0 <= self.first_reconfig_round <= 10**6, "pruning.first_reconfig_round", self.first_reconfig_round,
+               "must be in [0, 10^6]")
         _check(0 < self.reconfig_start_accuracy <= 1, "pruning.reconfig_start_accuracy", self.reconfig_start_accuracy,
                "must be in (0, 1]")
         _check(0 <= self.max_decrease <= 1, "pruning.max_decrease", self.max_decrease, "must be in [0, 1]")
@@ -140,18 +145,19 @@ class PruneFLSettings:
         _check(0 < self.target_density <= 1, "pruning.target_density", self.target_density, "must be in (0, 1]")
         _check(self.target_density <= self.max_density, "pruning.target_density", self.target_density,
                f"must be <= pruning.max_density ({self.max_density})")
-        _check(self.importance_window >= 0, "pruning.importance_window", self.importance_window,
-               "must be >= 0 (0 = every round)")
-        _check(self.ip_batches >= 1, "pruning.ip_batches", self.ip_batches, "must be >= 1")
+        _check(0 <= self.importance_window <= 10**6, "pruning.importance_window", self.importance_window,
+               "must be in [0, 10^6] (0 = every round)")
+        _check(1 <= self.ip_batches <= 1000, "pruning.ip_batches", self.ip_batches, "must be in [1, 1000]")
         _check(self.ip_lr >= 0, "pruning.ip_lr", self.ip_lr, "must be >= 0 (0 = fl.lr)")
         _check(self.ip_start_factor >= 0, "pruning.ip_start_factor", self.ip_start_factor, "must be >= 0")
-        _check(self.ip_check_every >= 1, "pruning.ip_check_every", self.ip_check_every, "must be >= 1")
-        _check(self.ip_interval >= 1, "pruning.ip_interval", self.ip_interval, "must be >= 1")
-        _check(self.ip_max_rounds >= 1, "pruning.ip_max_rounds", self.ip_max_rounds, "must be >= 1")
+        _check(1 <= self.ip_check_every <= 10**6, "pruning.ip_check_every", self.ip_check_every, "must be in [1, 10^6]")
+        _check(1 <= self.ip_interval <= 10**6, "pruning.ip_interval", self.ip_interval, "must be in [1, 10^6]")
+        _check(1 <= self.ip_max_rounds <= 10**6, "pruning.ip_max_rounds", self.ip_max_rounds, "must be in [1, 10^6]")
         _check(self.ip_density_tolerance >= 0, "pruning.ip_density_tolerance", self.ip_density_tolerance, "must be >= 0")
-        _check(self.ip_stable_reconfigs >= 1, "pruning.ip_stable_reconfigs", self.ip_stable_reconfigs, "must be >= 1")
+        _check(1 <= self.ip_stable_reconfigs <= 10**6, "pruning.ip_stable_reconfigs", self.ip_stable_reconfigs,
+               "must be in [1, 10^6]")
         _check(0 <= self.ip_max_decrease <= 1, "pruning.ip_max_decrease", self.ip_max_decrease, "must be in [0, 1]")
-        _check(self.ip_client >= 0, "pruning.ip_client", self.ip_client, "must be >= 0")
+        _check(0 <= self.ip_client < 100_000, "pruning.ip_client", self.ip_client, "must be in [0, 100000)")
         _check(self.ip_server_speedup > 0 and math.isfinite(self.ip_server_speedup), "pruning.ip_server_speedup",
                self.ip_server_speedup, "must be a finite number > 0")
 

@@ -27,15 +27,15 @@ class ReinitSettings:
     ----------
     seed_offset : int
         Random reinit initialises the model from seed ``seed + seed_offset`` (``seed`` = the run seed), ≥ 1, so
-        its weights differ from the reference's initialisation of the same seed; the official code used the next
-        seed (default: 1).
+        its weights differ from the reference's initialisation of the same seed, and at most 2^32 − 1 (a seed's
+        bound); the official code used the next seed (default: 1).
     """
 
     seed_offset: int = 1
 
     def __post_init__(self) -> None:
-        _check(self.seed_offset >= 1, "reinit.seed_offset", self.seed_offset,
-               "must be >= 1 (0 would reproduce the reference's own initialisation)")
+        _check(1 <= self.seed_offset <= 2**32 - 1, "reinit.seed_offset", self.seed_offset,
+               "must be in [1, 2^32 - 1] (0 would reproduce the reference's own initialisation)")
 
 
 class Reinit(Method):

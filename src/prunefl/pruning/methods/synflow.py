@@ -34,13 +34,14 @@ class SynFlowSettings:
     ----------
     iterations : int
         n, the number of score-and-prune iterations; iteration i = 1…n keeps round(d^(i/n)·|J|) weights
-        (the exponential schedule), so the last one reaches round(d·|J|) (default: 100).
+        (the exponential schedule), so the last one reaches round(d·|J|); at most 10 000, each one a forward and
+        backward pass of the model (default: 100).
     """
 
     iterations: int = 100
 
     def __post_init__(self) -> None:
-        _check(self.iterations >= 1, "synflow.iterations", self.iterations, "must be >= 1")
+        _check(1 <= self.iterations <= 10_000, "synflow.iterations", self.iterations, "must be in [1, 10000]")
 
 
 class SynFlow(DensityTargetMethod):
