@@ -287,7 +287,9 @@ class ClientLink:
                 message.data, known_masks=known, expected_shapes=expected_shapes, expected_dtypes=expected_dtypes
             )
         except DecodeError as error:
-            if known is None:  # the likelier cause: a lost instruction, or a client restarted without its state
+            # the codec's wording for an omitted mask without known masks: then say why this client lacks them (a
+            # lost instruction, or a client restarted without its state); other errors (another model) pass as they are
+            if known is None and "omits its mask" in str(error):
                 held = "no masks" if self._mask_version is None else f"version {self._mask_version}"
                 raise DecodeError(
                     f"instruction for mask version {message.mask_version} omits masks, and this client holds "
