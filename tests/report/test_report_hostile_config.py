@@ -1,5 +1,6 @@
-"""A results folder's config.toml is read with the config loader's bounds (issue 10): a hostile one makes
-`prunefl report` exit 2 with a message naming the file, never a RecursionError, a crash or a huge read."""
+"""A results folder's config.toml is read with the config loader's bounds, and its JSON files with their
+parser's failures caught (issue 10): a hostile file makes `prunefl report` exit 2 with a message naming it, never a
+RecursionError traceback or a huge read of config.toml."""
 
 from __future__ import annotations
 
@@ -74,3 +75,32 @@ def test_read_config_still_reads_a_resolved_config(tmp_path: Path) -> None:
 
     # Assert
     assert config == {"seed": 3, "fl": {"lr": 0.25, "target_accuracies": [0.8, 0.9]}}
+
+
+@pytest.mark.parametrize(
+    ("file", "text"),
+    [
+        # 100 000 nested arrays: json's scanner recurses once per "[" (RecursionError)
+        ("summary.json", "[" * 100_000),
+        # an integer of 5000 digits: a ValueError, not a JSONDecodeError
+        ("summary.json", '{"method": "fedavg", "rounds": ' + "9" * 5000 + "}"),
+        ("metrics.jsonl", "[" * 100_000 + "\n"),
+        ("metrics.jsonl", '{"round": ' + "9" * 5000 + "}\n"),
+        # a comparison folder's manifest
+        ("comparison.json", "{" * 100_000),
+    ],
+)
+def test_prunefl_report_refuses_hostile_json_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], file: str, text: str
+) -> None:
+    # Prepare: a valid run folder, then one of its JSON files replaced
+    run_dir = _run_folder(tmp_path / "run", "seed = 0\n")
+    (run_dir / file).write_text(text)
+
+    # Execute
+    code = main(["report", str(run_dir)])
+
+    # Assert
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("prunefl: error: ") and str(run_dir / file) in err

@@ -198,7 +198,7 @@ def read_manifest(path: str | os.PathLike[str]) -> ComparisonManifest:
         doc = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise DataError(f"{file}: not found; expected a comparison folder written by `prunefl compare`") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # malformed JSON or UTF-8, an int of > 4300 digits, deep nesting
         raise DataError(f"{file}: expected a JSON comparison manifest, got unreadable content ({exc})") from exc
     if not isinstance(doc, dict) or doc.get(_K_FORMAT) != _FORMAT:
         raise DataError(f"{file}: expected a JSON object with {_K_FORMAT!r} = {_FORMAT!r}")

@@ -183,6 +183,8 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 f"{file} line {line_no}: expected one JSON object per line, got malformed JSON ({exc.msg}); "
                 "the run may have been interrupted while writing, delete or repair that line"
             ) from exc
+        except (ValueError, RecursionError) as exc:  # an int of > 4300 digits; nesting past the recursion limit
+            raise DataError(f"{file} line {line_no}: expected a metrics row, got {type(exc).__name__}: {exc}") from exc
         _check_row(row, file, line_no)
         rows.append(row)
     return rows
@@ -222,6 +224,8 @@ def read_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         summary = json.loads(_read_text(file))
     except json.JSONDecodeError as exc:
         raise DataError(f"{file}: expected a JSON object, got malformed JSON ({exc.msg} at line {exc.lineno})") from exc
+    except (ValueError, RecursionError) as exc:  # an int of > 4300 digits; nesting past the recursion limit
+        raise DataError(f"{file}: expected a run summary, got {type(exc).__name__}: {exc}") from exc
     if not isinstance(summary, dict):
         raise DataError(f"{file}: expected a JSON object, got {type(summary).__name__}")
     if K_METHOD not in summary:
