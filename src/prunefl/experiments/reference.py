@@ -21,6 +21,9 @@ from prunefl.pruning.methods import ReferenceRun
 __all__ = ["resolve_reference", "load_reference_run"]
 
 
+MAX_SUMMARY_BYTES = 64 << 20  # a run's summary.json is kilobytes
+
+
 def resolve_reference(config: RunConfig) -> ReferenceRun | None:
     """The reference the config names: ``reference.run_dir`` (with ``reference.density`` overriding its density),
     or a bare ``reference.density``; None when neither is set.
@@ -50,9 +53,13 @@ def load_reference_run(run_dir: str | Path) -> ReferenceRun:
     run_dir = Path(run_dir)
     summary_file = run_dir / SUMMARY_FILE
     try:
-        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+        with open(summary_file, "rb") as f:
+            raw = f.read(MAX_SUMMARY_BYTES + 1)
+        if len(raw) > MAX_SUMMARY_BYTES:
+            raise ValueError(f"{str(summary_file)!r} is larger than {MAX_SUMMARY_BYTES} bytes")
+        summary = json.loads(raw.decode("utf-8"))
         _, masks, _, _, extra = load_checkpoint(run_dir)
-    except (OSError, ValueError, CheckpointError) as exc:
+    except (OSError, ValueError, RecursionError, CheckpointError) as exc:
         raise ConfigError(
             f"reference.run_dir {str(run_dir)!r} is not a finished run folder (summary.json and checkpoint): {exc}"
         ) from exc

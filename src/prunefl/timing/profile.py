@@ -833,19 +833,25 @@ def run_profile(
 # Private helpers
 
 
+MAX_PROFILE_BYTES = 16 << 20  # a profile of the largest model is tens of kB
+
+
 def _read_profile_record(source: Path) -> dict[str, Any]:
     """Return the checked JSON record of a profile file; raise ConfigError naming the path if it is not one."""
     try:
-        text = source.read_text(encoding="utf-8")
+        with open(source, "rb") as f:  # a profile is a few kB: read at most the bound, refuse what is larger
+            raw = f.read(MAX_PROFILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
             f"profile {str(source)!r} not found; create it with `prunefl profile --model <name>`"
         ) from None
     except OSError as exc:
         raise ConfigError(f"profile {str(source)!r} cannot be read: {exc}") from exc
+    if len(raw) > MAX_PROFILE_BYTES:
+        raise ConfigError(f"profile {str(source)!r} is larger than {MAX_PROFILE_BYTES} bytes; not a profile")
     try:
-        record = json.loads(text)
-    except json.JSONDecodeError as exc:
+        record = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, nesting past the stack, a huge integer
         raise ConfigError(f"profile {str(source)!r} is not valid JSON ({exc}); re-run `prunefl profile`") from exc
     _check_profile_record(record, source)
     return record
