@@ -474,7 +474,9 @@ def _read_doc(path: Path, digest: str, size: int) -> tuple[dict[str, Any] | None
     """The checkpoint document at ``path`` if it is one and matches the tensors' digest, else why not."""
     try:
         with open(path, "rb") as f:
-            raw = f.read(MAX_CHECKPOINT_JSON_BYTES + 1)  # never more, whatever the file is
+            # never more than the bound, whatever the file is; read(n) allocates n bytes up front, so ask for
+            # what the file holds (+1 to see growth), not for the bound (256 MiB for every load)
+            raw = f.read(min(os.fstat(f.fileno()).st_size, MAX_CHECKPOINT_JSON_BYTES) + 1)
         if len(raw) > MAX_CHECKPOINT_JSON_BYTES:
             return None, f"{str(path)!r} is larger than {MAX_CHECKPOINT_JSON_BYTES} bytes: not a checkpoint document"
         doc = json.loads(raw.decode("utf-8"))

@@ -285,6 +285,8 @@ def restore_run_state(engine: SimulationEngine, state: RunState) -> None:
     got = {k: (v.shape, v.dtype) for k, v in state.initial_state.items()}
     if got != expected:
         raise CheckpointError(f"{where}: the initial weights (extra/init/) do not fit the model's state entries")
+    for i, values in enumerate(state.clients):
+        _check_client_tensors(values, s.server.state, f"{where}: client {i}")
     try:
         s.server.load_state_dict(state.server)
         engine.protocol.link.load_state_dict(state.server_link)
@@ -402,6 +404,27 @@ def _with_server_masks(client: dict[str, Any], masks: Mapping[str, torch.Tensor]
         raise CheckpointError(f"{where}: a client's cached masks {names!r} are not the server's {list(masks)}")
     client.update({f"link/masks/{n}": masks[n].clone() for n in names})
     return client
+
+
+#: a client's tensors that mirror a model entry, and their dtype (None: the entry's own)
+_CLIENT_TENSORS = {"importance/": torch.float32, "momentum-buffers/": None, "link/masks/": torch.bool}
+
+
+def _check_client_tensors(values: Mapping[str, Any], model: Mapping[str, torch.Tensor], where: str) -> None:
+    """A client's importance, momentum buffers and cached masks must fit the model's entries (name, shape, dtype).
+
+    The client's own loader cannot know the model; a misfit it accepted would only fail rounds later.
+    """
+    for key, value in values.items():
+        prefix = next((p for p in _CLIENT_TENSORS if isinstance(key, str) and key.startswith(p)), None)
+        if prefix is None:
+            continue
+        ref = model.get(key[len(prefix):])
+        dtype = _CLIENT_TENSORS[prefix] or (ref.dtype if ref is not None else None)
+        if ref is None or not isinstance(value, torch.Tensor) or value.shape != ref.shape or value.dtype != dtype:
+            got = f"{value.dtype} {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+            fit = "no model entry" if ref is None else f"{dtype} {tuple(ref.shape)}"
+            raise CheckpointError(f"{where}: {key!r} is {got}, the model's entry needs {fit}")
 
 
 def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
