@@ -13,7 +13,7 @@ stamp=.venv/.prunefl-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "bootstrap: installing prunefl and its dependencies into .venv" >&2
     # torch==2.13.0 is pinned in pyproject.toml: pip takes the CPU build; never a CUDA build.
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,flower]" 2>&1 \
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,flower,simulation]" 2>&1 \
         | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
     .venv/bin/python -c "import prunefl, torch" || { echo "bootstrap: installation failed" >&2; exit 1; }
     touch "$stamp"
