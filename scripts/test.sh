@@ -8,4 +8,4 @@ export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
 export PRUNEFL_REQUIRE_NATIVE=${PRUNEFL_REQUIRE_NATIVE:-1}
 echo "type check: mypy src/prunefl" >&2
 .venv/bin/python -m mypy src/prunefl
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=20 "$@"  # the 20 slowest tests, to keep the suite fast
