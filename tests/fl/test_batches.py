@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from prunefl.errors import CheckpointError
 from prunefl.fl.batches import BatchStream
@@ -45,3 +46,15 @@ def test_bad_state_raises_and_leaves_the_stream_unchanged(change: dict) -> None:
     with pytest.raises(CheckpointError):
         stream.load_state_dict({**stream.state_dict(), **change})
     assert stream.next(12).tolist() == twin.next(12).tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64, torch.bool])
+def test_batch_stream_state_with_non_integer_order_raises_checkpoint_error(dtype: torch.dtype) -> None:
+    # Prepare: a checkpoint whose order tensor was retyped (it would be cast silently)
+    stream = BatchStream(np.arange(4), np.random.default_rng(0))
+    state = stream.state_dict()
+    state["order"] = torch.as_tensor(np.asarray(state["order"])).to(dtype)
+
+    # Execute / Assert
+    with pytest.raises(CheckpointError, match="integer indices"):
+        BatchStream(np.arange(4), np.random.default_rng(0)).load_state_dict(state)

@@ -101,7 +101,14 @@ class BatchStream:
         missing = sorted({"order", "position", "rng"} - set(state))
         if missing:
             raise CheckpointError(f"batch stream state misses {missing}; expected order, position and rng")
-        order = np.asarray(state["order"], dtype=np.int64).reshape(-1)
+        raw = state["order"]
+        if isinstance(raw, torch.Tensor):
+            integer = not (raw.dtype.is_floating_point or raw.dtype.is_complex or raw.dtype == torch.bool)
+        else:
+            integer = np.asarray(raw).dtype.kind in "iu"
+        if not integer:
+            raise CheckpointError(f"batch stream order must hold integer indices, got dtype {getattr(raw, 'dtype', None)}")
+        order = np.asarray(raw, dtype=np.int64).reshape(-1)
         if not np.array_equal(np.sort(order), np.sort(self._indices)):
             raise CheckpointError(
                 f"batch stream order of {order.size} indices is not a permutation of this client's {self._indices.size}"
