@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from flower_deployment import BIN, Deployment  # noqa: E402
 from prunefl import metrics as K  # noqa: E402
 from prunefl.engines.flower.app_config import parse_run_config  # noqa: E402
 from prunefl.experiments.runner import run_experiment  # noqa: E402
+from prunefl.experiments.state import load_run_state  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -97,17 +99,18 @@ def test_tls_and_node_authentication_deployment_equals_simulation(tmp_path: Path
     _deploy_and_compare(tmp_path, secure=True)
 
 
-def _wait_rows(d: Deployment, run_id: int, run_dir: Path, n: int, timeout: float = 300.0) -> None:
-    """Wait until the run wrote ``n`` FL rows; fail at once, with the ServerApp's log, if it finished before."""
+def _wait_for(d: Deployment, run_id: int, run_dir: Path, done: Callable[[list[dict]], bool],
+              timeout: float = 300.0) -> None:
+    """Wait until the run's FL rows satisfy ``done``; fail at once, with the ServerApp's log, if it finished before."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         path = run_dir / "metrics.jsonl"
-        if path.is_file() and sum(1 for r in _rows_safe(path) if r.get(K.K_STAGE) == "fl") >= n:
+        if path.is_file() and done([r for r in _rows_safe(path) if r.get(K.K_STAGE) == "fl"]):
             return
         if d.status(run_id).startswith("finished"):
-            raise AssertionError(f"run finished before round {n}: {d.run_log(run_id)[-4000:]}")
-        time.sleep(1.0)
-    raise TimeoutError(f"{n} rounds not written within {timeout} s: {d.run_log(run_id)[-4000:]}")
+            raise AssertionError(f"run finished too early: {d.run_log(run_id)[-4000:]}")
+        time.sleep(0.5)
+    raise TimeoutError(f"rows not written within {timeout} s: {d.run_log(run_id)[-4000:]}")
 
 
 def _rows_safe(path: Path) -> list[dict]:
@@ -121,10 +124,10 @@ def _rows_safe(path: Path) -> list[dict]:
 
 
 def test_supernode_stopped_mid_run_the_run_goes_on_then_stops_when_too_few_remain(tmp_path: Path) -> None:
-    # Prepare: FedAvg over 2 nodes, 1 valid reply is enough; a short reply timeout (a node that has not replied
-    # within 30 s has dropped out of the round)
+    # Prepare: FedAvg over 2 nodes, 1 valid reply is enough; a node that has not replied within 30 s has dropped
+    # out of the round; a checkpoint every 2 rounds
     overrides = OVERRIDES.replace("pruning.method=prunefl", "pruning.method=fedavg").replace(
-        "fl.rounds=3", "fl.rounds=12") + " fl.min_valid_replies=1 checkpoint_every=1"
+        "fl.rounds=3", "fl.rounds=12") + " fl.min_valid_replies=1 checkpoint_every=2"
     run_dir = tmp_path / "flower-results"
     with Deployment(tmp_path / "deployment") as d:
         d.start_superlink()
@@ -132,10 +135,10 @@ def test_supernode_stopped_mid_run_the_run_goes_on_then_stops_when_too_few_remai
         d.start_supernode(1)
         run_id = d.submit(_run_config(overrides, run_dir, **{"prunefl.reply-timeout-s": 30.0}))
 
-        # Execute: node 1 vanishes after round 1 (SIGKILL of its whole process tree), node 0 after round 4
-        _wait_rows(d, run_id, run_dir, 2)
+        # Execute: node 1 vanishes after round 0 (SIGKILL of its whole process tree); node 0 once it trained alone
+        _wait_for(d, run_id, run_dir, lambda rows: len(rows) >= 1)
         d.stop("supernode-1")
-        _wait_rows(d, run_id, run_dir, 5)
+        _wait_for(d, run_id, run_dir, lambda rows: any(r[K.K_CLIENTS] == [0] for r in rows))
         d.stop("supernode-0")
         status = d.wait(run_id, timeout=600)
         log = d.run_log(run_id)
@@ -143,13 +146,12 @@ def test_supernode_stopped_mid_run_the_run_goes_on_then_stops_when_too_few_remai
     # Assert: the run went on with node 0 alone, recording the drop, and stopped with an error (not a hang, not a
     # traceback from inside the round) when no valid reply remained; finished rounds and a checkpoint stay
     assert status == "finished:failed", log[-4000:]
-    assert "TooFewRepliesError" in log or "valid repl" in log, log[-4000:]
+    assert "TooFewRepliesError" in log, log[-4000:]
     rows = [r for r in _rows(run_dir) if r[K.K_STAGE] == "fl"]
     assert rows[0][K.K_CLIENTS] == [0, 1] and rows[0][K.K_DROPPED] == []
     alone = [r for r in rows if r[K.K_CLIENTS] == [0]]
     assert alone, [r[K.K_CLIENTS] for r in rows]
     assert all(r[K.K_DROPPED] and r[K.K_DROPPED][0]["partition"] == 1 for r in alone)
     assert len(rows) < 12
-    assert (run_dir / "checkpoint.json").is_file()
-    done = json.loads((run_dir / "checkpoint.json").read_text())
-    assert done["run-state"]["round"] == len(rows)
+    state = load_run_state(run_dir)  # the last checkpoint is whole
+    assert state.round <= len(rows) and state.round % 2 == 0
