@@ -345,11 +345,12 @@ def run_experiment(
         config.seed, "" if resume is None else f", resumed after round {resume.round}",
     )
     extra: dict[str, Any] = {}
+    # built before the folder is written: an engine that cannot start (Flower nodes missing) leaves nothing behind
+    engine = SimulationEngine(setup) if engine_factory is None else engine_factory(setup)
     if resume is None:
         writer = ResultsWriter(run_dir, config)
     else:
-        # build and load everything first: a checkpoint that does not fit leaves metrics.jsonl as it is
-        engine = SimulationEngine(setup) if engine_factory is None else engine_factory(setup)
+        # load everything first: a checkpoint that does not fit leaves metrics.jsonl as it is
         restore_run_state(engine, resume)
         initial_state = resume.initial_state
         extra.update(resume.before_fl_summary)
@@ -372,7 +373,6 @@ def run_experiment(
 
     try:
         if resume is None:
-            engine = SimulationEngine(setup) if engine_factory is None else engine_factory(setup)
             before = engine.prepare(SetupView(  # runs the method's before_fl (on a node, for Flower) and installs it
                 state=setup.server.state,
                 masks=setup.server.masks,

@@ -70,14 +70,8 @@ def masked_aggregate(
         mean = torch.from_numpy(np.asarray(client_states[0][key])).mul(shares[0])
         for state, share in zip(client_states[1:], shares[1:]):
             mean.add_(torch.from_numpy(np.asarray(state[key])), alpha=share)
-        mask = masks.get(key)
-        if mask is None:
-            out[key] = mean.to(current.dtype)
-        elif regrow_init == "zero":
-            out[key] = (mean * mask).to(current.dtype)
-        else:
-            # w + Σ p_i (w_i − w⊙m) = mean + w⊙(1−m): kept coordinates take the mean, pruned ones stay stale
-            out[key] = torch.where(mask, mean.to(current.dtype), current)
+        # w + Σ p_i (w_i − w⊙m) = mean + w⊙(1−m): kept coordinates take the mean, pruned ones stay stale
+        out[key] = _under_mask(mean, current, masks.get(key), regrow_init)
     return out
 
 
@@ -133,14 +127,8 @@ def robust_aggregate(
             continue
         stacked = torch.stack([torch.from_numpy(np.asarray(s[key])) for s in client_states])  # (n, *shape)
         ordered = stacked.sort(dim=0).values  # per coordinate, over the client axis
-        value = ordered[trim : n - trim].to(torch.float64).mean(dim=0).to(current.dtype)
-        mask = masks.get(key)
-        if mask is None:
-            out[key] = value
-        elif regrow_init == "zero":
-            out[key] = value * mask
-        else:
-            out[key] = torch.where(mask, value, current)
+        value = ordered[trim : n - trim].to(torch.float64).mean(dim=0)
+        out[key] = _under_mask(value, current, masks.get(key), regrow_init)
     return out
 
 
@@ -196,6 +184,18 @@ def client_masked_aggregate(
         fallback = torch.zeros_like(current) if regrow_init == "zero" else current
         out[key] = torch.where(share > 0, (total / share.clamp_min(1e-300)).to(current.dtype), fallback)
     return out
+
+
+def _under_mask(
+    value: torch.Tensor, current: torch.Tensor, mask: torch.Tensor | None, regrow_init: Literal["stale", "zero"]
+) -> torch.Tensor:
+    """``value`` in ``current``'s dtype at in-use coordinates; pruned ones keep ``current`` (stale) or become 0."""
+    value = value.to(current.dtype)
+    if mask is None:
+        return value
+    if regrow_init == "zero":
+        return value * mask
+    return torch.where(mask, value, current)
 
 
 def sum_importance(uploads: Sequence[Mapping[str, np.ndarray]]) -> dict[str, torch.Tensor]:
