@@ -27,8 +27,8 @@ import torch
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from prunefl.engines.flower.app_config import config_digest, node_partition, parse_run_config
 from prunefl import metrics as K
+from prunefl.engines.flower.app_config import config_digest, node_partition, parse_run_config
 from prunefl.engines.flower.records import (
     SETUP_ACTION,
     STATE_ACTION,
@@ -121,7 +121,8 @@ def handle_setup(content: RecordDict, context: Context) -> RecordDict:
     ------
     DecodeError
         The instruction is malformed, for another partition or for another model (entries, shapes or dtypes other
-        than this node's model's), or the method does not run ``before_fl`` at this node's partition (the server and the node disagree on the selected client).
+        than this node's model's), or the method does not run ``before_fl`` at this node's partition (the server
+        and the node disagree on the selected client).
     ConfigError
         The run config is invalid, or the node's partition id is missing or out of range.
     """
@@ -135,8 +136,8 @@ def handle_setup(content: RecordDict, context: Context) -> RecordDict:
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     view = SetupView(
-        state={k: torch.from_numpy(v.copy()) for k, v in ins.state.items()},
-        masks={k: torch.from_numpy(np.asarray(v, dtype=np.bool_).copy()) for k, v in ins.masks.items()},
+        state={k: torch.from_numpy(v) for k, v in ins.state.items()},  # the decoder's arrays are fresh
+        masks={k: torch.from_numpy(np.asarray(v, dtype=np.bool_)) for k, v in ins.masks.items()},
         model=node.workspace.model,
         dataset=node.workspace.dataset,
         partitions=node.partitions,
@@ -161,8 +162,7 @@ def handle_setup(content: RecordDict, context: Context) -> RecordDict:
     masks = before.masks if before.masks is not None else view.masks
     for row in rows:
         row.pop(K.K_WALL_S, None)  # the server stamps its own
-    report = {"rows": rows, "sim-clock-s": before.sim_clock_s, "summary": before.summary,
-              "compute-wall-s": time.perf_counter() - start}
+    report = {"rows": rows, "sim-clock-s": before.sim_clock_s, "summary": before.summary}
     model = encode_setup_model({k: v.numpy() for k, v in state.items()}, {k: v.numpy() for k, v in masks.items()})
     return encode_setup_reply(partition_id, model, report)
 
